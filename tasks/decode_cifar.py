@@ -1,0 +1,75 @@
+"""CIFAR-10/100 decode stage: python pickle batches -> decoded example arrays, batch by batch."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tasks.base import ArtifactTask
+from tasks.datasets import DatasetChain
+from tasks.download import Download, downloaded_path
+from tasks.formats.cifar import CIFAR10, CIFAR100, CifarSpec, iter_split, read_label_names, resolve_root
+from tasks.ops.examples import DatasetInfo, encode_keys, open_split_writer, save_class_names
+
+OFFICIAL = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "md5:c58f30108f718f92721af3b95e74349a"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "md5:eb9058c3a382ffc7106e4002c42a8d85"),
+}
+SPECS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+
+def cifar_download(dataset: str, source: str, checksum: str) -> Download:
+    """The official archive with its published md5 unless the user names another source."""
+    url, md5 = OFFICIAL[dataset]
+    if not source or source == url:
+        return Download(source=url, checksum=checksum or md5)
+    return Download(source=source, checksum=checksum)
+
+
+def extract_if_archive(data: Path, scratch: Path) -> Path:
+    if data.is_dir():
+        return data
+    from tasks.ops.archive import safe_extract
+
+    safe_extract(data, scratch)
+    return scratch
+
+
+class DecodeCifar(DatasetChain, ArtifactTask):
+    stage = "decode"
+    version = 1
+
+    def requires(self) -> Download:
+        return cifar_download(self.dataset, self.source, self.checksum)
+
+    @property
+    def spec(self) -> CifarSpec:
+        if self.dataset not in SPECS:
+            raise ValueError(f"DecodeCifar handles {sorted(SPECS)}, not {self.dataset!r}")
+        return SPECS[self.dataset]
+
+    def build(self, out_dir: Path) -> dict[str, Any]:
+        spec = self.spec
+        scratch = out_dir / ".extract"
+        root = resolve_root(extract_if_archive(downloaded_path(self.requires()), scratch), spec)
+        class_names = read_label_names(root / spec.meta_file, spec.label_names_key)
+        if len(class_names) != spec.num_classes:
+            raise ValueError(f"{root / spec.meta_file}: {len(class_names)} label names, expected {spec.num_classes}")
+        counts = {split: self._decode_split(root, spec, split, out_dir) for split in ("train", "test")}
+        shutil.rmtree(scratch, ignore_errors=True)
+        save_class_names(out_dir, class_names)
+        if spec.coarse_label_names_key:
+            coarse = read_label_names(root / spec.meta_file, spec.coarse_label_names_key)
+            (out_dir / "coarse_labels.txt").write_text("".join(f"{i}:{n}\n" for i, n in enumerate(coarse)))
+        DatasetInfo(self.dataset, (32, 32, 3), spec.num_classes, 1, counts).save(out_dir)
+        return {"records": counts}
+
+    def _decode_split(self, root: Path, spec: CifarSpec, split: str, out_dir: Path) -> int:
+        batches = spec.batches(split)
+        with open_split_writer(out_dir, split, (32, 32, 3), num_heads=1) as writer:
+            for done, (name, batch) in enumerate(iter_split(root, spec, split), start=1):
+                keys = encode_keys([f"{split}/{name}/{i:05d}" for i in range(len(batch.labels))])
+                writer.append(image=batch.images, label=batch.labels, key=keys)
+                self.report_progress(done, len(batches), f"{split}: {name}")
+        return writer.rows

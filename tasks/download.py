@@ -1,0 +1,134 @@
+"""Download stage: fetch a URL or copy a local file into the store, verified against a pinned digest.
+
+A local *directory* is not copied: the artifact records its path and content fingerprint, and
+downstream stages read it in place (a user's 20 GB folder should not be duplicated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import luigi
+
+from tasks.base import ArtifactStore, ArtifactTask
+
+_fingerprint_memo: dict[tuple[str, int, int], str] = {}
+
+
+def is_url(source: str) -> bool:
+    return urlparse(source).scheme in ("http", "https", "file")
+
+
+def local_path(source: str) -> Path:
+    parsed = urlparse(source)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(source)
+
+
+def source_filename(source: str) -> str:
+    name = Path(unquote(urlparse(source).path)).name if is_url(source) else Path(source).name
+    if not name:
+        raise ValueError(f"cannot tell a file name from source {source!r}; set Download.filename")
+    return name
+
+
+def _fingerprint_cache_path() -> Path:
+    return Path(ArtifactStore().root) / ".fingerprints.json"
+
+
+def content_fingerprint(path: Path) -> str:
+    """sha256 of a local file or directory's contents, cached by (path, size, mtime) across runs."""
+    from tasks.ops.fetch import directory_fingerprint, file_digest
+
+    stat = path.stat()
+    memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo_key in _fingerprint_memo:
+        return _fingerprint_memo[memo_key]
+    cache_path = _fingerprint_cache_path()
+    cache_key = "|".join(map(str, memo_key))
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    # Directories change without their own mtime moving (a file edited in a subfolder): never cache them.
+    if path.is_file() and cache_key in cache:
+        digest = cache[cache_key]
+    else:
+        digest = "sha256:" + (file_digest(path) if path.is_file() else directory_fingerprint(path))
+        if path.is_file():
+            cache[cache_key] = digest
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_path.with_name(f"{cache_path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_path)
+    _fingerprint_memo[memo_key] = digest
+    return digest
+
+
+class Download(ArtifactTask):
+    """``source`` is http(s)://, file:// or a path; ``checksum`` is ``sha256:<hex>`` or ``md5:<hex>``."""
+
+    stage = "download"
+    version = 1
+
+    source = luigi.Parameter()
+    checksum = luigi.Parameter(default="")
+    filename = luigi.Parameter(default="")
+    timeout_s = luigi.FloatParameter(default=60.0, significant=False)
+
+    def source_fingerprints(self) -> dict[str, str]:
+        if self.checksum:
+            return {"checksum": self.checksum}
+        if urlparse(self.source).scheme in ("http", "https"):
+            raise ValueError(
+                f"{self.source}: a URL needs a pinned checksum (--set Download.checksum=sha256:<hex>), "
+                "so that its artifact can be keyed and a changed file detected"
+            )
+        path = local_path(self.source)
+        if not path.exists():
+            raise FileNotFoundError(f"source {self.source!r} does not exist")
+        return {"content": content_fingerprint(path)}
+
+    def is_local_directory(self) -> bool:
+        return urlparse(self.source).scheme not in ("http", "https") and local_path(self.source).is_dir()
+
+    def build(self, out_dir: Path) -> dict[str, Any]:
+        from tasks.ops.fetch import Digest, fetch
+
+        if self.is_local_directory():
+            return {"data_path": str(local_path(self.source).resolve()), "in_place": True}
+        name = self.filename or source_filename(self.source)
+        digest = Digest.parse(self.checksum) if self.checksum else None
+        partial_dir = self.artifact_root / self.stage / ".partial"
+        partial_dir.mkdir(parents=True, exist_ok=True)
+        # Partial downloads live outside the temporary build directory so a killed run can resume them.
+        staged = partial_dir / f"{self.artifact_key}-{name}"
+        fetch(self.source, staged, digest=digest, progress=self._progress_callback(name),
+              timeout=self.timeout_s)
+        os.replace(staged, out_dir / name)
+        return {"data_file": name, "bytes": (out_dir / name).stat().st_size}
+
+    def _progress_callback(self, name: str):  # noqa: ANN202 - a closure for fetch()
+        from tqdm import tqdm
+
+        bar = tqdm(desc=f"download {name}", unit="B", unit_scale=True, leave=False)
+
+        def progress(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+            if total:
+                self.report_progress(done, total, f"download {name}: {done >> 20}/{total >> 20} MiB")
+
+        return progress
+
+
+def downloaded_path(task: Download) -> Path:
+    """Where a finished Download's data is: the fetched file, or the user's directory in place."""
+    manifest = task.output().manifest()
+    if manifest.get("in_place"):
+        return Path(manifest["data_path"])
+    return task.artifact_dir / manifest["data_file"]

@@ -1,0 +1,47 @@
+"""Image-directories stage: ``<split>/<class>/<n>.png`` with a validation split carved by stable hash."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import luigi
+
+from tasks.base import ArtifactTask
+from tasks.datasets import DatasetChain, decode_task
+from tasks.ops.examples import DATASET_JSON, DatasetInfo, load_class_names, load_split
+from tasks.ops.imagedirs import assign_splits, write_image_dirs
+
+
+class ImageDirs(DatasetChain, ArtifactTask):
+    stage = "imagedirs"
+    version = 1
+
+    validation_fraction = luigi.FloatParameter(default=0.1)
+    workers = luigi.IntParameter(default=2, significant=False)
+
+    def requires(self) -> ArtifactTask:
+        return decode_task(**self.chain())
+
+    def build(self, out_dir: Path) -> dict[str, Any]:
+        decoded = self.input_dir()
+        info = DatasetInfo.load(decoded)
+        class_names = load_class_names(decoded)
+        keys = {split: load_split(decoded, split)["key"] for split in info.splits}
+        assignment = assign_splits(keys, self.validation_fraction)
+        counts = write_image_dirs(
+            decoded, out_dir, assignment, class_names,
+            multi_head=info.num_heads > 1, workers=self.workers,
+            progress=lambda done, total: self.report_progress(done, total, f"PNG {done}/{total}"),
+        )
+        shutil.copy(decoded / "labels.txt", out_dir / "labels.txt")
+        DatasetInfo(info.dataset, info.image_shape, info.num_classes, info.num_heads, counts).save(out_dir)
+        return {"records": counts}
+
+
+def decoded_dir_of(image_dirs: ImageDirs) -> Path:
+    return image_dirs.requires().artifact_dir
+
+
+__all__ = ["ImageDirs", "decoded_dir_of", "DATASET_JSON"]
