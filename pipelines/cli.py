@@ -120,7 +120,7 @@ def print_outputs(task: ArtifactTask) -> None:
     manifest = task.output().manifest()
     for label, name in (("report", "report_html"), ("model", "model_dir")):
         if name in manifest:
-            print(f"{label}: {task.artifact_dir / manifest[name]}")
+            print(f"{label}: {(task.artifact_dir / manifest[name]).resolve()}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -112,3 +112,45 @@ def save_dataset_info(out_dir: Path, info: dict) -> None:
 
 def load_dataset_info(shard_dir: Path) -> dict:
     return json.loads((Path(shard_dir) / DATASET_INFO_JSON).read_text())
+
+
+def decode_stored_image(encoded: bytes, image_format: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """Inverse of ``encode_image``: uint8 HxWxC pixels (RGB order for 3 channels)."""
+    if image_format == "raw":
+        return np.frombuffer(encoded, dtype=np.uint8).reshape(shape)
+    flag = cv2.IMREAD_GRAYSCALE if shape[2] == 1 else cv2.IMREAD_COLOR
+    image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), flag)
+    if image is None:
+        raise ValueError("stored image does not decode")
+    return image[..., None] if shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def iter_shard_examples(shard_dir: Path, split: str, limit: int | None = None):  # noqa: ANN201 - generator
+    """Yield ``(image uint8 HxWxC, label int array, key bytes)`` of a split, shard by shard, in file order."""
+    from tasks.formats.tfrecord import decode_example, read_records
+
+    info = load_dataset_info(shard_dir)
+    shape = tuple(info["image_shape"])
+    produced = 0
+    for name in info["splits"][split]["files"]:
+        for record in read_records(Path(shard_dir) / name):
+            features = decode_example(record)
+            image_format = features["image/format"][0].decode()
+            image = decode_stored_image(features["image/encoded"][0], image_format, shape)
+            yield image, np.asarray(features["image/class/label"], dtype=np.int64), features["image/key"][0]
+            produced += 1
+            if limit is not None and produced >= limit:
+                return
+
+
+def load_split_arrays(shard_dir: Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split (or its first ``limit`` examples) as ``(images uint8, labels)``; labels squeezed to (N,)
+    for single-head datasets."""
+    images, labels = [], []
+    for image, label, _ in iter_shard_examples(shard_dir, split, limit):
+        images.append(image)
+        labels.append(label)
+    if not images:
+        raise ValueError(f"{shard_dir}: split {split!r} holds no examples")
+    label_array = np.stack(labels)
+    return np.stack(images), label_array[:, 0] if label_array.shape[1] == 1 else label_array

@@ -1,0 +1,117 @@
+"""Captcha stages: generate N seeded captchas (or take a user's folder) and decode them to arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import luigi
+import numpy as np
+
+from tasks.base import ArtifactTask
+from tasks.datasets import DatasetChain
+from tasks.download import Download, downloaded_path
+from tasks.formats.captcha_csv import read_labels_csv, write_labels_csv
+from tasks.formats.errors import FormatError
+from tasks.ops.captcha_gen import ALPHABET, generate_captchas
+from tasks.ops.examples import DatasetInfo, encode_keys, open_split_writer, save_class_names
+
+
+class GenerateCaptchas(ArtifactTask):
+    """``count`` captchas of ``length`` letters A-Z: ``images/<index>.png`` and ``labels.csv``."""
+
+    stage = "generate"
+    version = 1
+
+    count = luigi.IntParameter(default=30000)
+    width = luigi.IntParameter(default=160)
+    height = luigi.IntParameter(default=60)
+    length = luigi.IntParameter(default=4)
+    seed = luigi.IntParameter(default=0)
+    workers = luigi.IntParameter(default=2, significant=False)
+
+    def build(self, out_dir: Path) -> dict[str, Any]:
+        import captcha
+
+        rows = generate_captchas(
+            out_dir / "images", self.count, seed=self.seed, width=self.width, height=self.height,
+            length=self.length, workers=self.workers,
+            progress=lambda done, total: self.report_progress(done, total, f"captcha {done}/{total}"),
+        )
+        write_labels_csv(out_dir / "labels.csv", rows)
+        return {"records": {"all": len(rows)}, "captcha_version": getattr(captcha, "__version__", "unknown")}
+
+
+def load_image(path: Path, grayscale: bool) -> np.ndarray:
+    """Decode one image file to uint8 HxWxC; anything unreadable raises FormatError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            converted = image.convert("L" if grayscale else "RGB")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+        raise FormatError(f"cannot decode image ({error})", path=path) from error
+    array = np.asarray(converted, dtype=np.uint8)
+    return array[..., None] if grayscale else array
+
+
+class DecodeCaptcha(DatasetChain, ArtifactTask):
+    """Captcha folder (``labels.csv`` + ``<index>.png``) -> arrays; train and test split by ``test_fraction``.
+
+    Without ``source`` the folder is made by ``GenerateCaptchas``; with one, it is the user's folder.
+    """
+
+    stage = "decode"
+    version = 1
+
+    grayscale = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    length = luigi.IntParameter(default=4)
+    test_fraction = luigi.FloatParameter(default=0.1)
+
+    def requires(self) -> ArtifactTask:
+        if self.source:
+            return Download(source=self.source, checksum=self.checksum)
+        return GenerateCaptchas(length=self.length)
+
+    def source_folder(self) -> tuple[Path, Path]:
+        required = self.requires()
+        if isinstance(required, GenerateCaptchas):
+            return required.artifact_dir / "labels.csv", required.artifact_dir / "images"
+        root = downloaded_path(required)
+        if not root.is_dir():
+            raise ValueError(f"{root}: a captcha source must be a folder with labels.csv and <index>.png files")
+        images = root / "images" if (root / "images").is_dir() else root
+        return root / "labels.csv", images
+
+    def build(self, out_dir: Path) -> dict[str, Any]:
+        from tasks.ops.examples import stable_unit
+
+        labels_csv, image_dir = self.source_folder()
+        rows = read_labels_csv(labels_csv, alphabet=ALPHABET, length=self.length)
+        if not rows:
+            raise FormatError("no captchas listed", path=labels_csv)
+        first = load_image(image_dir / f"{rows[0][0]}.png", self.grayscale)
+        shape = first.shape
+        split_of = {index: "test" if stable_unit(str(index), "captcha-test") < self.test_fraction else "train"
+                    for index, _ in rows}
+        counts = {}
+        for split in ("train", "test"):
+            chosen = [(i, text) for i, text in rows if split_of[i] == split]
+            with open_split_writer(out_dir, split, shape, num_heads=self.length) as writer:
+                for start in range(0, len(chosen), 512):
+                    part = chosen[start:start + 512]
+                    images = np.stack([self._checked_image(image_dir / f"{i}.png", shape) for i, _ in part])
+                    labels = np.array([[ALPHABET.index(ch) for ch in text] for _, text in part], dtype=np.int32)
+                    writer.append(image=images, label=labels, key=encode_keys([f"captcha/{i}" for i, _ in part]))
+                    self.report_progress(start + len(part), len(chosen), f"{split} {start + len(part)}")
+            counts[split] = writer.rows
+        save_class_names(out_dir, list(ALPHABET))
+        DatasetInfo(self.dataset, tuple(shape), len(ALPHABET), self.length, counts).save(out_dir)
+        return {"records": counts}
+
+    def _checked_image(self, path: Path, shape: tuple[int, ...]) -> np.ndarray:
+        image = load_image(path, self.grayscale)
+        if image.shape != shape:
+            raise FormatError(f"image of shape {image.shape}, the set's first image is {shape}", path=path)
+        return image

@@ -1,0 +1,318 @@
+"""Safe extraction of tar (plain, gzip, bzip2, xz) and zip archives. No Luigi, no TensorFlow.
+
+Only regular files and directories are extracted. Absolute paths, ``..`` escapes, links of any kind,
+devices, FIFOs, too many members and too many bytes are rejected with ArchiveError naming the archive and
+the member. Extraction happens in a temporary sibling of ``dest`` that is renamed into place only when
+every member succeeded, so ``dest`` either holds the whole archive or does not exist.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from tasks.formats.errors import ArchiveError
+
+DEFAULT_MAX_TOTAL_BYTES = 8 << 30
+DEFAULT_MAX_MEMBERS = 5_000_000
+TEMP_PREFIX = ".extract-"
+_COPY_BLOCK = 1 << 20
+# What tarfile and the decompressors raise on corrupt or truncated input.
+_CORRUPT_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+_CORRUPT_ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, NotImplementedError)
+# Raised when two members disagree about whether a path is a file or a directory.
+_PATH_CONFLICT_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError)
+_HAS_TAR_FILTERS = hasattr(tarfile, "data_filter")
+
+
+def safe_extract(
+    archive: Path,
+    dest: Path,
+    *,
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+) -> list[str]:
+    """Extract ``archive`` (tar, tar.gz/tgz, tar.bz2, tar.xz or zip, detected by content) into ``dest``.
+
+    Returns the relative POSIX paths of the regular files extracted, in archive order (directories are
+    created but not listed). ``dest`` must not exist yet. On any error ``dest`` is not created and the
+    temporary directory is removed.
+    """
+    archive = Path(archive)
+    dest = Path(dest)
+    if dest.exists() or dest.is_symlink():
+        raise FileExistsError(f"{dest}: extraction target already exists")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{dest.name}-", dir=dest.parent))
+    try:
+        extracted = _extract_by_content(archive, staging, max_total_bytes, max_members)
+        os.chmod(staging, 0o755)
+        os.rename(staging, dest)
+    except BaseException:
+        _remove_tree(staging)
+        raise
+    return extracted
+
+
+def _extract_by_content(archive: Path, staging: Path, max_total_bytes: int, max_members: int) -> list[str]:
+    if tarfile.is_tarfile(archive):
+        return _extract_tar(archive, staging, max_total_bytes, max_members)
+    if zipfile.is_zipfile(archive):
+        return _extract_zip(archive, staging, max_total_bytes, max_members)
+    raise ArchiveError("not a tar or zip archive", path=archive)
+
+
+def _remove_tree(root: Path) -> None:
+    """Delete ``root`` even if extraction left read-only directories in it."""
+    if not root.exists():
+        return
+    os.chmod(root, 0o700)
+    for directory, subdirectories, _files in os.walk(root):
+        for name in subdirectories:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o700)
+    shutil.rmtree(root)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Member names
+# --------------------------------------------------------------------------------------------------------
+
+
+def safe_member_path(archive: Path, name: str) -> str:
+    """The normalised relative POSIX path of a member, or ArchiveError if it could leave the target.
+
+    Backslashes count as separators, so a Windows-made ``..\\evil`` is caught as well. ``"./"`` gives
+    ``"."`` (the extraction directory itself).
+    """
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or _has_drive(unified):
+        raise ArchiveError("absolute path", path=archive, member=name)
+    if not unified:
+        raise ArchiveError("empty member name", path=archive, member=name)
+    normalised = posixpath.normpath(unified)
+    if ".." in PurePosixPath(normalised).parts:
+        raise ArchiveError("path escapes the extraction directory ('..')", path=archive, member=name)
+    return normalised
+
+
+def _has_drive(name: str) -> bool:
+    return len(name) >= 2 and name[1] == ":" and name[0].isalpha()
+
+
+def _target_inside(staging: Path, relative: str, archive: Path, member: str) -> Path:
+    target = staging / relative
+    resolved = target.resolve()
+    if resolved != staging.resolve() and staging.resolve() not in resolved.parents:
+        raise ArchiveError("path resolves outside the extraction directory", path=archive, member=member)
+    return target
+
+
+class _Budget:
+    """Running member count and byte total, so limits stop a hostile archive as soon as it crosses them."""
+
+    def __init__(self, archive: Path, max_total_bytes: int, max_members: int) -> None:
+        self.archive = archive
+        self.max_total_bytes = max_total_bytes
+        self.max_members = max_members
+        self.members = 0
+        self.total_bytes = 0
+
+    def count_member(self, name: str) -> None:
+        self.members += 1
+        if self.members > self.max_members:
+            raise ArchiveError(f"more than {self.max_members} members", path=self.archive, member=name)
+
+    def add_bytes(self, name: str, size: int) -> None:
+        self.total_bytes += size
+        if self.total_bytes > self.max_total_bytes:
+            raise ArchiveError(
+                f"total size {self.total_bytes} bytes exceeds the cap of {self.max_total_bytes}",
+                path=self.archive,
+                member=name,
+            )
+
+
+# --------------------------------------------------------------------------------------------------------
+# tar
+# --------------------------------------------------------------------------------------------------------
+
+
+def _extract_tar(archive: Path, staging: Path, max_total_bytes: int, max_members: int) -> list[str]:
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            members = _checked_tar_members(archive, tar, _Budget(archive, max_total_bytes, max_members))
+            _extract_tar_members(archive, tar, members, staging)
+    except _CORRUPT_TAR_ERRORS as error:
+        raise ArchiveError(f"corrupt or truncated tar: {error}", path=archive) from error
+    except _PATH_CONFLICT_ERRORS as error:
+        raise ArchiveError(f"members conflict (file versus directory): {error}", path=archive) from error
+    return _unique([member.name for member in members if member.isreg()])
+
+
+def _checked_tar_members(archive: Path, tar: tarfile.TarFile, budget: _Budget) -> list[tarfile.TarInfo]:
+    """Every member, each checked before the next header is read; names replaced by normalised ones."""
+    checked = []
+    for member in tar:
+        budget.count_member(member.name)
+        _reject_unsafe_tar_type(archive, member)
+        original_name = member.name
+        member.name = safe_member_path(archive, original_name)
+        if member.name == ".":
+            if not member.isdir():
+                raise ArchiveError("a file cannot be named '.'", path=archive, member=original_name)
+            continue  # "./" is the extraction directory itself
+        if member.isreg():
+            budget.add_bytes(member.name, member.size)
+        checked.append(member)
+    return checked
+
+
+def _reject_unsafe_tar_type(archive: Path, member: tarfile.TarInfo) -> None:
+    if member.issym():
+        raise ArchiveError(f"symbolic link (to {member.linkname!r})", path=archive, member=member.name)
+    if member.islnk():
+        raise ArchiveError(f"hard link (to {member.linkname!r})", path=archive, member=member.name)
+    if member.ischr() or member.isblk():
+        raise ArchiveError("device file", path=archive, member=member.name)
+    if member.isfifo():
+        raise ArchiveError("FIFO (named pipe)", path=archive, member=member.name)
+    if member.issparse():
+        raise ArchiveError("sparse file", path=archive, member=member.name)
+    if not (member.isreg() or member.isdir()):
+        raise ArchiveError(f"unsupported member type {member.type!r}", path=archive, member=member.name)
+
+
+def _extract_tar_members(
+    archive: Path, tar: tarfile.TarFile, members: list[tarfile.TarInfo], staging: Path
+) -> None:
+    for member in members:
+        _target_inside(staging, member.name, archive, member.name)
+        _drop_special_mode_bits(member)
+    try:
+        if _HAS_TAR_FILTERS:
+            tar.extractall(staging, members=members, filter="data")
+        else:
+            tar.extractall(staging, members=members)
+    except tarfile.FilterError as error:
+        name = error.tarinfo.name if error.tarinfo is not None else None
+        raise ArchiveError(f"rejected by the tar data filter: {error}", path=archive, member=name) from error
+
+
+def _drop_special_mode_bits(member: tarfile.TarInfo) -> None:
+    """What the stdlib "data" filter does to modes, done here too for Pythons without filters."""
+    if member.isdir():
+        member.mode = (member.mode | 0o700) & 0o755
+    else:
+        member.mode = (member.mode | 0o600) & 0o755
+    member.uid = member.gid = os.getuid() if hasattr(os, "getuid") else 0
+    member.uname = member.gname = ""
+
+
+# --------------------------------------------------------------------------------------------------------
+# zip
+# --------------------------------------------------------------------------------------------------------
+
+
+def _extract_zip(archive: Path, staging: Path, max_total_bytes: int, max_members: int) -> list[str]:
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            infos = zipped.infolist()
+            _check_zip_directory(archive, infos, max_total_bytes, max_members)
+            return _unique(_extract_zip_members(archive, zipped, infos, staging, max_total_bytes))
+    except _CORRUPT_ZIP_ERRORS as error:
+        raise ArchiveError(f"corrupt or unsupported zip: {error}", path=archive) from error
+    except _PATH_CONFLICT_ERRORS as error:
+        raise ArchiveError(f"members conflict (file versus directory): {error}", path=archive) from error
+
+
+def _check_zip_directory(
+    archive: Path, infos: list[zipfile.ZipInfo], max_total_bytes: int, max_members: int
+) -> None:
+    """Check every central-directory entry (names, types, declared sizes) before writing anything."""
+    budget = _Budget(archive, max_total_bytes, max_members)
+    for info in infos:
+        budget.count_member(info.filename)
+        safe_member_path(archive, info.filename)
+        _reject_unsafe_zip_type(archive, info)
+        if not info.is_dir():
+            budget.add_bytes(info.filename, info.file_size)
+
+
+def _reject_unsafe_zip_type(archive: Path, info: zipfile.ZipInfo) -> None:
+    if info.flag_bits & 0x1:
+        raise ArchiveError("encrypted member", path=archive, member=info.filename)
+    mode = info.external_attr >> 16
+    if mode == 0 or info.is_dir():
+        return
+    file_type = stat.S_IFMT(mode)
+    if stat.S_ISLNK(mode):
+        raise ArchiveError("symbolic link", path=archive, member=info.filename)
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise ArchiveError("device file", path=archive, member=info.filename)
+    if stat.S_ISFIFO(mode):
+        raise ArchiveError("FIFO (named pipe)", path=archive, member=info.filename)
+    if file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise ArchiveError(f"unsupported file type {oct(file_type)}", path=archive, member=info.filename)
+
+
+def _extract_zip_members(
+    archive: Path, zipped: zipfile.ZipFile, infos: list[zipfile.ZipInfo], staging: Path, max_total_bytes: int
+) -> list[str]:
+    extracted: list[str] = []
+    written_total = 0
+    for info in infos:
+        relative = safe_member_path(archive, info.filename)
+        target = _target_inside(staging, relative, archive, info.filename)
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if relative == ".":
+            raise ArchiveError("a file cannot be named '.'", path=archive, member=info.filename)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written_total += _copy_zip_member(archive, zipped, info, target, max_total_bytes - written_total)
+        extracted.append(relative)
+    return extracted
+
+
+def _copy_zip_member(
+    archive: Path, zipped: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, bytes_left: int
+) -> int:
+    """Copy one member, counting real bytes: a header that understates the size cannot get past the caps."""
+    try:
+        return _copy_zip_member_bytes(archive, zipped, info, target, bytes_left)
+    except _CORRUPT_ZIP_ERRORS as error:
+        raise ArchiveError(f"corrupt member: {error}", path=archive, member=info.filename) from error
+
+
+def _copy_zip_member_bytes(
+    archive: Path, zipped: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, bytes_left: int
+) -> int:
+    written = 0
+    with zipped.open(info) as source, open(target, "wb") as sink:
+        while block := source.read(_COPY_BLOCK):
+            written += len(block)
+            if written > info.file_size:
+                raise ArchiveError(
+                    f"member inflates past its declared size of {info.file_size} bytes",
+                    path=archive,
+                    member=info.filename,
+                )
+            if written > bytes_left:
+                raise ArchiveError("total extracted bytes exceed the size cap", path=archive, member=info.filename)
+            sink.write(block)
+    return written
+
+
+def _unique(paths: list[str]) -> list[str]:
+    return list(dict.fromkeys(paths))

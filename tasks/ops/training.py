@@ -1,0 +1,163 @@
+"""Keras training around the tf.data input: strategy, callbacks, resumable fit. No Luigi.
+
+Resumption: ``BackupAndRestore`` writes a backup at every epoch end into ``work_dir/backup``; a process
+killed mid-training restarts ``fit`` from the last finished epoch. ``history.csv`` is appended by
+``CSVLogger(append=True)`` so its rows continue too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models import build_model
+from tasks.ops.input_pipeline import AugmentConfig, make_dataset
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite: no model from this run may be evaluated or frozen."""
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    num_heads: int
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+    patience: int = 5
+    shuffle_buffer: int = 10_000
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mixed_precision: bool = False
+    strategy: str = "default"
+    model_options: dict = field(default_factory=dict)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """``default`` (one device), ``mirrored`` (all local GPUs) or ``multi_worker`` (hosts from TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy multi_worker needs TF_CONFIG describing the cluster")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
+
+
+def compile_model(config: TrainConfig) -> keras.Model:
+    model = build_model(config.model, input_shape=config.image_shape, num_classes=config.num_classes,
+                        num_heads=config.num_heads, **config.model_options)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops at the first non-finite batch loss and remembers it (TerminateOnNaN only stops quietly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad_batch: tuple[int, int] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_batch = (self._epoch, batch)
+            self.model.stop_training = True
+
+
+class EpochReporter(keras.callbacks.Callback):
+    def __init__(self, report: Callable[[int, dict], None]) -> None:
+        super().__init__()
+        self._report = report
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._report(epoch + 1, dict(logs or {}))
+
+
+class SampleImages(keras.callbacks.Callback):
+    """Writes a few training inputs to TensorBoard once, so a person can see what the model sees."""
+
+    def __init__(self, log_dir: Path, images: np.ndarray) -> None:
+        super().__init__()
+        self._log_dir = log_dir
+        self._images = images
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        writer = tf.summary.create_file_writer(str(self._log_dir / "samples"))
+        with writer.as_default():
+            tf.summary.image("training_inputs", self._images.astype(np.float32) / 255.0, step=0,
+                             max_outputs=len(self._images))
+        writer.close()
+
+
+def fit(
+    config: TrainConfig,
+    train_files: Sequence[str],
+    validation_files: Sequence[str],
+    work_dir: Path,
+    *,
+    sample_images: np.ndarray | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> keras.Model:
+    """Train (resuming from ``work_dir/backup`` if present); returns the model with the best weights.
+
+    Raises TrainingDivergedError when the loss stops being finite.
+    """
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with make_strategy(config.strategy).scope():
+            model = compile_model(config)
+        train = make_dataset(train_files, image_shape=config.image_shape, num_heads=config.num_heads,
+                             batch_size=config.batch_size, training=True, augment=config.augment,
+                             shuffle_buffer=config.shuffle_buffer, seed=config.seed)
+        validation = make_dataset(validation_files, image_shape=config.image_shape, num_heads=config.num_heads,
+                                  batch_size=max(config.batch_size, 256), training=False)
+        guard = NaNGuard()
+        callbacks: list[keras.callbacks.Callback] = [
+            keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
+            guard,
+            keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+            keras.callbacks.ModelCheckpoint(str(work_dir / "best.weights.h5"), monitor="val_loss",
+                                            save_best_only=True, save_weights_only=True),
+            keras.callbacks.TensorBoard(str(work_dir / "tensorboard"), histogram_freq=1),
+        ]
+        if sample_images is not None and len(sample_images):
+            callbacks.append(SampleImages(work_dir / "tensorboard", sample_images))
+        if on_epoch is not None:
+            callbacks.append(EpochReporter(on_epoch))
+        model.fit(train, validation_data=validation, epochs=config.epochs, callbacks=callbacks, verbose=2)
+        if guard.bad_batch is not None:
+            epoch, batch = guard.bad_batch
+            raise TrainingDivergedError(f"loss became non-finite in epoch {epoch + 1}, batch {batch}")
+        if (work_dir / "best.weights.h5").exists():
+            # Early stopping restores best weights only when it fires; after a resume it may not have seen
+            # the best epoch. The checkpoint file always holds the best validation loss so far.
+            model.load_weights(str(work_dir / "best.weights.h5"))
+        return model
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
