@@ -1,0 +1,447 @@
+"""CIFAR-10 / CIFAR-100 "python version" codec: schema-checked batch reader and real-format fake writers.
+
+Each batch file is a pickle of a dict with bytes keys: ``b'data'`` holds N rows of 3072 uint8 values,
+planar CHW (1024 red, 1024 green, 1024 blue, each row-major 32x32); ``b'labels'`` (CIFAR-10) or
+``b'fine_labels'`` + ``b'coarse_labels'`` (CIFAR-100) hold N ints; ``b'filenames'`` and ``b'batch_label'``
+are optional. Real files are Python 2 pickles, so everything is loaded with ``encoding='bytes'`` through
+the restricted unpickler in :mod:`tasks.formats.safe_pickle`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.formats.errors import FormatError
+from tasks.formats.safe_pickle import load_restricted
+
+IMAGE_SIDE = 32
+IMAGE_CHANNELS = 3
+VALUES_PER_IMAGE = IMAGE_SIDE * IMAGE_SIDE * IMAGE_CHANNELS  # 3072
+ARCHIVE_MTIME = 1_262_304_000  # fixed tar/gzip timestamps so generated archives are byte-reproducible
+
+CIFAR10_LABEL_NAMES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+CIFAR100_FINE_LABEL_NAMES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle",
+    "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear",
+    "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon",
+    "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail",
+    "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm",
+)  # fmt: skip
+CIFAR100_COARSE_LABEL_NAMES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CifarSpec:
+    """Where things are in one CIFAR variant's archive and what its batch dicts are keyed by."""
+
+    name: str
+    archive_name: str
+    top_folder: str
+    train_batches: tuple[str, ...]
+    test_batches: tuple[str, ...]
+    meta_file: str
+    label_key: str
+    label_names_key: str
+    num_classes: int
+    label_names: tuple[str, ...]
+    coarse_label_key: str | None = None
+    coarse_label_names_key: str | None = None
+    num_coarse_classes: int | None = None
+    coarse_label_names: tuple[str, ...] | None = None
+
+    def batches(self, split: str) -> tuple[str, ...]:
+        if split == "train":
+            return self.train_batches
+        if split == "test":
+            return self.test_batches
+        raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+
+
+CIFAR10 = CifarSpec(
+    name="cifar10",
+    archive_name="cifar-10-python.tar.gz",
+    top_folder="cifar-10-batches-py",
+    train_batches=tuple(f"data_batch_{i}" for i in range(1, 6)),
+    test_batches=("test_batch",),
+    meta_file="batches.meta",
+    label_key="labels",
+    label_names_key="label_names",
+    num_classes=10,
+    label_names=CIFAR10_LABEL_NAMES,
+)
+CIFAR100 = CifarSpec(
+    name="cifar100",
+    archive_name="cifar-100-python.tar.gz",
+    top_folder="cifar-100-python",
+    train_batches=("train",),
+    test_batches=("test",),
+    meta_file="meta",
+    label_key="fine_labels",
+    label_names_key="fine_label_names",
+    num_classes=100,
+    label_names=CIFAR100_FINE_LABEL_NAMES,
+    coarse_label_key="coarse_labels",
+    coarse_label_names_key="coarse_label_names",
+    num_coarse_classes=20,
+    coarse_label_names=CIFAR100_COARSE_LABEL_NAMES,
+)
+
+
+@dataclass(frozen=True)
+class CifarBatch:
+    images: np.ndarray  # (N, 32, 32, 3) uint8, HWC
+    labels: np.ndarray  # (N,) int64
+    coarse_labels: np.ndarray | None  # (N,) int64, CIFAR-100 only
+    filenames: list[str] | None
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _get(batch: dict[Any, Any], key: str) -> Any:
+    """Value for ``key`` stored as bytes (real files) or str (some re-pickled copies); None if absent."""
+    if key.encode("ascii") in batch:
+        return batch[key.encode("ascii")]
+    return batch.get(key)
+
+
+def _load_dict(path: Path) -> dict[Any, Any]:
+    loaded = load_restricted(path)
+    if not isinstance(loaded, dict):
+        raise FormatError(f"expected a pickled dict, found {type(loaded).__name__}", path=path)
+    return loaded
+
+
+def read_label_names(meta_path: str | Path, key: str = "label_names") -> list[str]:
+    """Class names from a CIFAR ``batches.meta`` (key ``label_names``) or CIFAR-100 ``meta`` file."""
+    meta_path = Path(meta_path)
+    names = _get(_load_dict(meta_path), key)
+    if not isinstance(names, list) or not names:
+        raise FormatError(f"key {key!r} missing or not a non-empty list", path=meta_path, member=key)
+    return [_decode_text(name, meta_path, key, i) for i, name in enumerate(names)]
+
+
+def _decode_text(value: Any, path: Path, key: str, index: int) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"key {key!r}: not UTF-8 text ({exc})", path=path, member=key, index=index) from exc
+    raise FormatError(
+        f"key {key!r}: expected bytes or str, found {type(value).__name__}", path=path, member=key, index=index
+    )
+
+
+def read_cifar_batch(
+    path: str | Path, *, num_classes: int, label_key: str = "labels", num_coarse_classes: int | None = None
+) -> CifarBatch:
+    """Read and schema-check one batch file; every violation raises FormatError naming file and key."""
+    path = Path(path)
+    batch = _load_dict(path)
+    data = _data_rows(batch, path)
+    count = data.shape[0]
+    labels = _labels(batch, label_key, count, num_classes, path)
+    coarse = None
+    if num_coarse_classes is not None:
+        coarse = _labels(batch, "coarse_labels", count, num_coarse_classes, path)
+    filenames = _filenames(batch, count, path)
+    return CifarBatch(images=chw_rows_to_hwc(data), labels=labels, coarse_labels=coarse, filenames=filenames)
+
+
+def _data_rows(batch: dict[Any, Any], path: Path) -> np.ndarray:
+    """``b'data'`` as an (N, 3072) uint8 array; accepts an array or a list of (3072,) arrays."""
+    data = _get(batch, "data")
+    if data is None:
+        raise FormatError("missing key 'data'", path=path, member="data")
+    if isinstance(data, list):
+        for i, row in enumerate(data):
+            _check_uint8_array(row, (VALUES_PER_IMAGE,), path, index=i)
+        return np.stack(data) if data else np.empty((0, VALUES_PER_IMAGE), np.uint8)
+    _check_uint8_array(data, None, path, index=None)
+    if data.ndim != 2 or data.shape[1] != VALUES_PER_IMAGE:
+        raise FormatError(f"key 'data': shape {data.shape}, expected (N, {VALUES_PER_IMAGE})", path=path, member="data")
+    return data
+
+
+def _check_uint8_array(value: Any, shape: tuple[int, ...] | None, path: Path, index: int | None) -> None:
+    if not isinstance(value, np.ndarray):
+        raise FormatError(
+            f"key 'data': expected a numpy array, found {type(value).__name__}", path=path, member="data", index=index
+        )
+    if value.dtype != np.uint8:
+        raise FormatError(f"key 'data': dtype {value.dtype}, expected uint8", path=path, member="data", index=index)
+    if shape is not None and value.shape != shape:
+        raise FormatError(
+            f"key 'data': shape {value.shape}, expected {shape} ({VALUES_PER_IMAGE} values per image)",
+            path=path,
+            member="data",
+            index=index,
+        )
+
+
+def _labels(batch: dict[Any, Any], key: str, count: int, num_classes: int, path: Path) -> np.ndarray:
+    raw = _get(batch, key)
+    if raw is None:
+        raise FormatError(f"missing key {key!r}", path=path, member=key)
+    labels = _as_int_array(raw, key, path)
+    if labels.shape != (count,):
+        raise FormatError(f"key {key!r}: {labels.size} labels for {count} images", path=path, member=key)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        first = int(bad[0])
+        raise FormatError(
+            f"key {key!r}: label {int(labels[first])} outside [0, {num_classes})", path=path, member=key, index=first
+        )
+    return labels
+
+
+def _as_int_array(raw: Any, key: str, path: Path) -> np.ndarray:
+    if isinstance(raw, np.ndarray):
+        if raw.dtype.kind not in "iu" or raw.ndim != 1:
+            raise FormatError(
+                f"key {key!r}: array of dtype {raw.dtype} shape {raw.shape}, expected 1-D ints", path=path, member=key
+            )
+        return raw.astype(np.int64)
+    if not isinstance(raw, list):
+        raise FormatError(f"key {key!r}: expected a list of ints, found {type(raw).__name__}", path=path, member=key)
+    for i, value in enumerate(raw):
+        if type(value) is not int:
+            raise FormatError(
+                f"key {key!r}: expected int, found {type(value).__name__}", path=path, member=key, index=i
+            )
+    try:
+        return np.asarray(raw, dtype=np.int64).reshape(len(raw))
+    except OverflowError as exc:
+        raise FormatError(f"key {key!r}: label does not fit in int64", path=path, member=key) from exc
+
+
+def _filenames(batch: dict[Any, Any], count: int, path: Path) -> list[str] | None:
+    raw = _get(batch, "filenames")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != count:
+        size = len(raw) if isinstance(raw, list) else type(raw).__name__
+        raise FormatError(
+            f"key 'filenames': expected a list of {count} names, found {size}", path=path, member="filenames"
+        )
+    return [_decode_text(name, path, "filenames", i) for i, name in enumerate(raw)]
+
+
+def chw_rows_to_hwc(rows: np.ndarray) -> np.ndarray:
+    """(N, 3072) planar rows (R plane, G plane, B plane) -> contiguous (N, 32, 32, 3)."""
+    planes = rows.reshape(rows.shape[0], IMAGE_CHANNELS, IMAGE_SIDE, IMAGE_SIDE)
+    return np.ascontiguousarray(planes.transpose(0, 2, 3, 1))
+
+
+def hwc_to_chw_rows(images: np.ndarray) -> np.ndarray:
+    """(N, 32, 32, 3) -> (N, 3072) planar rows, the on-disk layout."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(images.shape[0], VALUES_PER_IMAGE)
+
+
+def resolve_root(root: str | Path, spec: CifarSpec) -> Path:
+    """The folder holding the batch files: ``root/<top_folder>`` if it exists, else ``root`` itself."""
+    root = Path(root)
+    nested = root / spec.top_folder
+    return nested if nested.is_dir() else root
+
+
+def iter_split(root: str | Path, spec: CifarSpec, split: str) -> Iterator[tuple[str, CifarBatch]]:
+    """Yield ``(batch_name, batch)`` for each batch file of ``split``, one file in memory at a time."""
+    folder = resolve_root(root, spec)
+    for name in spec.batches(split):
+        path = folder / name
+        if not path.is_file():
+            raise FormatError(f"{spec.name} {split} batch {name!r} not found", path=folder, member=name)
+        yield (
+            name,
+            read_cifar_batch(
+                path, num_classes=spec.num_classes, label_key=spec.label_key, num_coarse_classes=spec.num_coarse_classes
+            ),
+        )
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _batch_dict(
+    images: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    spec: CifarSpec,
+    coarse_labels: Sequence[int] | np.ndarray | None,
+    batch_label: str,
+    filenames: Sequence[str] | None,
+) -> dict[bytes, Any]:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE, 3):
+        raise ValueError(f"images must be (N, 32, 32, 3) uint8, got {images.shape} {images.dtype}")
+    count = images.shape[0]
+    if len(labels) != count:
+        raise ValueError(f"{len(labels)} labels for {count} images")
+    if filenames is None:
+        filenames = [f"{spec.label_names[int(lab)]}_s_{i:06d}.png" for i, lab in enumerate(labels)]
+    out: dict[bytes, Any] = {b"batch_label": batch_label.encode("ascii")}
+    out[spec.label_key.encode("ascii")] = [int(v) for v in labels]
+    if spec.coarse_label_key is not None:
+        if coarse_labels is None or len(coarse_labels) != count:
+            raise ValueError(f"{spec.name} batches need {count} coarse labels")
+        out[spec.coarse_label_key.encode("ascii")] = [int(v) for v in coarse_labels]
+    out[b"data"] = hwc_to_chw_rows(images)
+    out[b"filenames"] = [name.encode("utf-8") for name in filenames]
+    return out
+
+
+def write_cifar_batch(
+    path: str | Path,
+    images_hwc_uint8: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    *,
+    spec: CifarSpec,
+    protocol: int = 2,
+    coarse_labels: Sequence[int] | np.ndarray | None = None,
+    batch_label: str = "training batch 1 of 1",
+    filenames: Sequence[str] | None = None,
+) -> None:
+    """Write one batch in the real on-disk layout (bytes keys, (N, 3072) planar uint8 ``b'data'``)."""
+    batch = _batch_dict(images_hwc_uint8, labels, spec, coarse_labels, batch_label, filenames)
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=protocol)
+
+
+def _meta_dict(
+    spec: CifarSpec, label_names: Sequence[str] | None, coarse_label_names: Sequence[str] | None
+) -> dict[bytes, Any]:
+    names = list(label_names if label_names is not None else spec.label_names)
+    meta: dict[bytes, Any] = {}
+    if spec.coarse_label_names_key is None:
+        meta[b"num_cases_per_batch"] = 10000
+    meta[spec.label_names_key.encode("ascii")] = [n.encode("utf-8") for n in names]
+    if spec.coarse_label_names_key is not None:
+        coarse = list(coarse_label_names if coarse_label_names is not None else spec.coarse_label_names or ())
+        meta[spec.coarse_label_names_key.encode("ascii")] = [n.encode("utf-8") for n in coarse]
+    else:
+        meta[b"num_vis"] = VALUES_PER_IMAGE
+    return meta
+
+
+def write_meta(
+    path: str | Path,
+    spec: CifarSpec,
+    label_names: Sequence[str] | None = None,
+    coarse_label_names: Sequence[str] | None = None,
+    *,
+    protocol: int = 2,
+) -> None:
+    """Write ``batches.meta`` (CIFAR-10) or ``meta`` (CIFAR-100) with the same keys as the real files."""
+    with open(path, "wb") as f:
+        pickle.dump(_meta_dict(spec, label_names, coarse_label_names), f, protocol=protocol)
+
+
+def fake_cifar_images(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Learnable fake images: a class-coloured Gaussian blob at a class-specific spot, plus noise."""
+    count = labels.shape[0]
+    hues = np.arange(num_classes) / num_classes
+    palette = np.stack([_hue_to_rgb(h) for h in hues]) * 255.0  # (C, 3)
+    angle = 2 * np.pi * labels / num_classes
+    centre_y = 16 + 8 * np.sin(angle) + rng.normal(0, 1.5, count)
+    centre_x = 16 + 8 * np.cos(angle) + rng.normal(0, 1.5, count)
+    grid = np.arange(IMAGE_SIDE, dtype=np.float32)
+    dist2 = (grid[None, :, None] - centre_y[:, None, None]) ** 2 + (grid[None, None, :] - centre_x[:, None, None]) ** 2
+    blob = np.exp(-dist2 / (2 * 6.0**2))[..., None]  # (N, 32, 32, 1)
+    background = rng.uniform(40, 120, (count, 1, 1, 3))
+    image = background * (1 - blob) + palette[labels][:, None, None, :] * blob
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def _hue_to_rgb(hue: float) -> np.ndarray:
+    """Fully saturated colour for a hue in [0, 1)."""
+    return np.clip(np.abs(((hue * 6 + np.array([0.0, 4.0, 2.0])) % 6) - 3) - 1, 0, 1)
+
+
+def write_cifar_archive(
+    tar_gz_path: str | Path, spec: CifarSpec, n_train: int, n_test: int, seed: int
+) -> dict[str, Any]:
+    """Write a byte-reproducible ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` of fake data.
+
+    Returns the source arrays: ``train_images``, ``train_labels``, ``test_images``, ``test_labels``
+    (plus ``*_coarse_labels`` for CIFAR-100), ``label_names`` and ``coarse_label_names``.
+    """
+    rng = np.random.default_rng(seed)
+    members: list[tuple[str, bytes]] = []
+    source: dict[str, Any] = {
+        "label_names": list(spec.label_names),
+        "coarse_label_names": list(spec.coarse_label_names or ()) or None,
+    }
+    for split, total in (("train", n_train), ("test", n_test)):
+        labels = rng.integers(0, spec.num_classes, total, dtype=np.int64)
+        images = fake_cifar_images(labels, spec.num_classes, rng)
+        coarse = labels * (spec.num_coarse_classes or 1) // spec.num_classes if spec.num_coarse_classes else None
+        source[f"{split}_images"], source[f"{split}_labels"] = images, labels
+        source[f"{split}_coarse_labels"] = coarse
+        members.extend(_split_members(spec, split, images, labels, coarse))
+    members.append((spec.meta_file, pickle.dumps(_meta_dict(spec, None, None), protocol=2)))
+    if spec.coarse_label_key is None:
+        members.append(
+            (
+                "readme.html",
+                b'<meta HTTP-EQUIV="REFRESH" content="0; url=http://www.cs.toronto.edu/~kriz/cifar.html">\n',
+            )
+        )
+    _write_tar_gz(Path(tar_gz_path), spec.top_folder, members)
+    return source
+
+
+def _split_members(
+    spec: CifarSpec, split: str, images: np.ndarray, labels: np.ndarray, coarse: np.ndarray | None
+) -> Iterator[tuple[str, bytes]]:
+    names = spec.batches(split)
+    bounds = np.linspace(0, len(labels), len(names) + 1).astype(int)
+    for i, name in enumerate(names):
+        part = slice(bounds[i], bounds[i + 1])
+        what = "training" if split == "train" else "testing"
+        batch = _batch_dict(
+            images[part],
+            labels[part],
+            spec,
+            None if coarse is None else coarse[part],
+            f"{what} batch {i + 1} of {len(names)}",
+            None,
+        )
+        yield name, pickle.dumps(batch, protocol=2)
+
+
+def _write_tar_gz(path: Path, top_folder: str, members: list[tuple[str, bytes]]) -> None:
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=ARCHIVE_MTIME) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            folder = tarfile.TarInfo(top_folder)
+            folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, ARCHIVE_MTIME
+            tar.addfile(folder)
+            for name, payload in members:
+                info = tarfile.TarInfo(f"{top_folder}/{name}")
+                info.size, info.mode, info.mtime = len(payload), 0o644, ARCHIVE_MTIME
+                tar.addfile(info, io.BytesIO(payload))

@@ -1,0 +1,159 @@
+"""A restricted unpickler for data pickles that hold only plain containers and numeric numpy arrays.
+
+CIFAR ships as Python pickles. ``pickle.load`` on a downloaded file runs whatever callable the file names,
+so this module resolves only the handful of globals a numpy array needs and rejects every other one
+before it can be called. After loading, the result is walked and anything that is not a plain container,
+a scalar, bytes/str, or a numeric numpy array is rejected too.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import pickle
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from tasks.formats.errors import FormatError, UnsafePickleError
+
+PICKLE_PROTO_OPCODE = 0x80
+SUPPORTED_PROTOCOLS = range(2, 6)
+NUMERIC_DTYPE_KINDS = frozenset("biuf")
+PLAIN_SCALAR_TYPES = (bytes, str, int, float, bool, type(None))
+
+# Exceptions the pickle machinery (and numpy's __setstate__/_reconstruct) raise on malformed bytes.
+_MALFORMED_PICKLE_ERRORS = (
+    EOFError,
+    pickle.UnpicklingError,
+    struct.error,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+)
+
+
+def _numpy_private(module_suffix: str, name: str) -> Callable[..., Any]:
+    """Resolve ``numpy._core.<suffix>.<name>`` (numpy 2) or ``numpy.core.<suffix>.<name>`` (numpy 1)."""
+    try:
+        module = __import__(f"numpy._core.{module_suffix}", fromlist=[name])
+    except ImportError:  # numpy < 2 has no numpy._core
+        module = __import__(f"numpy.core.{module_suffix}", fromlist=[name])
+    return getattr(module, name)
+
+
+def _build_allow_list() -> dict[tuple[str, str], Any]:
+    reconstruct = _numpy_private("multiarray", "_reconstruct")
+    frombuffer = _numpy_private("numeric", "_frombuffer")
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # Python 3 writes bytes in protocol 2 as _codecs.encode(str, 'latin1').
+        ("_codecs", "encode"): codecs.encode,
+    }
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{package}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = _build_allow_list()
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An Unpickler whose ``find_class`` returns only the allow-listed numpy/codecs callables."""
+
+    def __init__(self, file: IO[bytes], *, path_for_errors: str | None) -> None:
+        super().__init__(file, encoding="bytes")
+        self._path_for_errors = path_for_errors
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"pickle asks for global {module}.{name}, which is not on the allow-list "
+                f"(only numpy arrays and plain containers are accepted); refusing to load it",
+                path=self._path_for_errors,
+            ) from None
+
+
+def load_restricted(fileobj_or_path: str | Path | IO[bytes], *, path_for_errors: str | Path | None = None) -> Any:
+    """Load a data pickle without running arbitrary code.
+
+    Accepts a path or a binary file object. ``path_for_errors`` names the source in error messages
+    (defaults to the path, or the file object's ``name``). Raises UnsafePickleError for any global
+    outside the allow-list or a disallowed object in the result, and FormatError for bytes that are
+    not a (complete) pickle.
+    """
+    if isinstance(fileobj_or_path, (str, Path)):
+        where = str(path_for_errors if path_for_errors is not None else fileobj_or_path)
+        with open(fileobj_or_path, "rb") as fileobj:
+            return _load_from_stream(fileobj, where)
+    where = str(path_for_errors) if path_for_errors is not None else str(getattr(fileobj_or_path, "name", "<stream>"))
+    return _load_from_stream(fileobj_or_path, where)
+
+
+def _load_from_stream(fileobj: IO[bytes], where: str) -> Any:
+    stream = _check_leading_bytes(fileobj, where)
+    try:
+        result = RestrictedUnpickler(stream, path_for_errors=where).load()
+    except FormatError:
+        raise
+    except _MALFORMED_PICKLE_ERRORS as exc:
+        raise FormatError(f"truncated or malformed pickle ({type(exc).__name__}: {exc})", path=where) from exc
+    check_plain_data(result, where)
+    return result
+
+
+def _check_leading_bytes(fileobj: IO[bytes], where: str) -> IO[bytes]:
+    """Reject files that do not start with PROTO (0x80) and a protocol 2..5; return a stream at the start."""
+    start = fileobj.tell() if fileobj.seekable() else None
+    head = fileobj.read(2)
+    if len(head) < 2 or head[0] != PICKLE_PROTO_OPCODE or head[1] not in SUPPORTED_PROTOCOLS:
+        raise FormatError(
+            f"does not look like a pickle: unexpected leading bytes {head.hex(' ') or '(empty file)'} "
+            f"(expected 80 02..80 05, the PROTO opcode and a protocol 2-5)",
+            path=where,
+            offset=0,
+        )
+    if start is not None:
+        fileobj.seek(start)
+        return fileobj
+    return io.BytesIO(head + fileobj.read())
+
+
+def check_plain_data(value: Any, where: str) -> None:
+    """Walk a loaded object and reject anything but plain containers, scalars and numeric arrays."""
+    stack: list[tuple[Any, str]] = [(value, "<root>")]
+    seen: set[int] = set()
+    while stack:
+        item, trail = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        kind = type(item)
+        if kind is dict:
+            for key, child in item.items():
+                stack.append((key, f"{trail} key"))
+                stack.append((child, f"{trail}[{key!r}]"))
+        elif kind is list or kind is tuple:
+            stack.extend((child, f"{trail}[{i}]") for i, child in enumerate(item))
+        elif kind is np.ndarray:
+            _check_numeric_array(item, trail, where)
+        elif kind not in PLAIN_SCALAR_TYPES:
+            raise UnsafePickleError(f"object of type {kind.__name__} at {trail} is not allowed", path=where)
+
+
+def _check_numeric_array(array: np.ndarray, trail: str, where: str) -> None:
+    if array.dtype.kind not in NUMERIC_DTYPE_KINDS or array.dtype.fields is not None:
+        raise UnsafePickleError(
+            f"numpy array at {trail} has dtype {array.dtype} (object/structured/non-numeric arrays are not allowed)",
+            path=where,
+        )

@@ -1,0 +1,351 @@
+"""Evaluation metrics, plots and a self-contained HTML report (numpy + matplotlib Agg; no TensorFlow)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+MAX_TICK_LABELED_CLASSES = 40
+MAX_HTML_CONFUSION_CLASSES = 20
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_prob: np.ndarray, *, top_k: int = 3, class_names: list[str]
+) -> dict[str, Any]:
+    """Accuracy, top-k accuracy, per-class precision/recall/support and the confusion matrix.
+
+    Single-label: ``y_true`` (N,) int, ``y_prob`` (N, C). Multi-head (captchas): ``y_true`` (N, H),
+    ``y_prob`` (N, H, C); then every head's prediction counts as one character for top-1/top-k,
+    per-class and confusion numbers, and ``char_accuracy``, ``sequence_accuracy`` (all heads right)
+    and ``per_head_accuracy`` are added. Confusion rows are true classes, columns predicted ones.
+    Precision of a class that is never predicted is reported as 0.0. Returns plain Python types
+    (JSON-serialisable).
+    """
+    y_true = np.asarray(y_true)
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    num_classes = _check_shapes(y_true, y_prob, class_names)
+    flat_true = y_true.reshape(-1).astype(np.int64)
+    flat_prob = y_prob.reshape(-1, num_classes)
+    flat_pred = flat_prob.argmax(axis=-1)
+    if flat_true.size and (flat_true.min() < 0 or flat_true.max() >= num_classes):
+        raise ValueError(f"y_true holds labels outside 0..{num_classes - 1}")
+    k = max(1, min(int(top_k), num_classes))
+    confusion = confusion_matrix(flat_true, flat_pred, num_classes)
+
+    metrics: dict[str, Any] = {
+        "num_examples": int(y_true.shape[0]),
+        "num_classes": num_classes,
+        "top_k": k,
+        "top1_accuracy": _mean(flat_pred == flat_true),
+        "top_k_accuracy": _mean(_in_top_k(flat_true, flat_prob, k)),
+        "per_class": _per_class_table(confusion, class_names),
+        "confusion_matrix": confusion.tolist(),
+    }
+    if y_true.ndim == 2:
+        correct = (flat_pred == flat_true).reshape(y_true.shape)
+        metrics["num_heads"] = int(y_true.shape[1])
+        metrics["char_accuracy"] = _mean(correct)
+        metrics["sequence_accuracy"] = _mean(correct.all(axis=1))
+        metrics["per_head_accuracy"] = [_mean(correct[:, h]) for h in range(y_true.shape[1])]
+    return metrics
+
+
+def _check_shapes(y_true: np.ndarray, y_prob: np.ndarray, class_names: list[str]) -> int:
+    if y_true.ndim not in (1, 2) or y_prob.ndim != y_true.ndim + 1 or y_prob.shape[:-1] != y_true.shape:
+        raise ValueError(
+            f"expected y_true (N,) with y_prob (N, C), or (N, H) with (N, H, C); "
+            f"got {y_true.shape} and {y_prob.shape}"
+        )
+    num_classes = int(y_prob.shape[-1])
+    if num_classes != len(class_names):
+        raise ValueError(f"y_prob has {num_classes} classes but {len(class_names)} class names were given")
+    return num_classes
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts; row = true class, column = predicted class."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return counts
+
+
+def _in_top_k(y_true: np.ndarray, y_prob: np.ndarray, k: int) -> np.ndarray:
+    """True where the true class is among the k highest probabilities (ties broken by class index)."""
+    if y_true.size == 0:
+        return np.zeros(0, dtype=bool)
+    top = np.argsort(-y_prob, axis=-1, kind="stable")[:, :k]
+    return (top == y_true[:, None]).any(axis=1)
+
+
+def _per_class_table(confusion: np.ndarray, class_names: list[str]) -> list[dict[str, Any]]:
+    true_positives = np.diag(confusion)
+    predicted = confusion.sum(axis=0)
+    support = confusion.sum(axis=1)
+    return [
+        {
+            "class": name,
+            "precision": float(true_positives[i] / predicted[i]) if predicted[i] else 0.0,
+            "recall": float(true_positives[i] / support[i]) if support[i] else 0.0,
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    ]
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if np.size(values) else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots
+
+
+def plot_confusion_matrix(cm: Sequence[Sequence[int]] | np.ndarray, class_names: list[str], path: Path) -> Path:
+    """Heat map of counts; labelled ticks and per-cell counts for small matrices, bare for > 40 classes."""
+    counts = np.asarray(cm)
+    n = counts.shape[0]
+    side = min(4.0 + 0.45 * n, 16.0)
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    try:
+        image = ax.imshow(counts, cmap="Blues", interpolation="nearest")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title("Confusion matrix")
+        if n <= MAX_TICK_LABELED_CLASSES:
+            ax.set_xticks(range(n), labels=class_names, rotation=90 if n > 10 else 45, ha="right")
+            ax.set_yticks(range(n), labels=class_names)
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if n <= 20:
+            _annotate_cells(ax, counts)
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _annotate_cells(ax: Any, counts: np.ndarray) -> None:
+    threshold = counts.max() / 2 if counts.size else 0
+    for (row, col), value in np.ndenumerate(counts):
+        color = "white" if value > threshold else "black"
+        ax.text(col, row, str(value), ha="center", va="center", color=color, fontsize=8)
+
+
+def plot_misclassified_grid(
+    images_uint8: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: list[str],
+    path: Path,
+    max_images: int = 36,
+) -> Path:
+    """Grid of up to ``max_images`` misclassified images titled ``true: X / pred: Y``.
+
+    ``images_uint8`` is (N, H, W), (N, H, W, 1) or (N, H, W, 3); labels (N,) or (N, heads) for
+    multi-head models, whose titles show the label strings (e.g. ``ABCD``). With no mistakes the
+    figure says so.
+    """
+    images = np.asarray(images_uint8)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    wrong = _misclassified_indices(y_true, y_pred)[:max_images]
+    cols = max(1, min(6, math.ceil(math.sqrt(len(wrong)))))
+    rows = max(1, math.ceil(len(wrong) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    try:
+        for ax in axes.ravel():
+            ax.axis("off")
+        if not wrong:
+            axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+        for ax, index in zip(axes.ravel(), wrong, strict=False):
+            _show_image(ax, images[index])
+            truth = _label_text(y_true[index], class_names)
+            guess = _label_text(y_pred[index], class_names)
+            ax.set_title(f"true: {truth}\npred: {guess}", fontsize=8)
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _misclassified_indices(y_true: np.ndarray, y_pred: np.ndarray) -> list[int]:
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
+    differs = y_true != y_pred
+    if differs.ndim == 2:
+        differs = differs.any(axis=1)
+    return [int(i) for i in np.flatnonzero(differs)]
+
+
+def _label_text(label: np.ndarray | int, class_names: list[str]) -> str:
+    label = np.asarray(label)
+    if label.ndim == 0:
+        return class_names[int(label)]
+    return "".join(class_names[int(i)] for i in label)
+
+
+def _show_image(ax: Any, image: np.ndarray) -> None:
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(image)
+
+
+def plot_training_curves(history_csv: Path, path: Path) -> Path:
+    """One panel per metric in a Keras CSVLogger file (loss, accuracy, ...), train vs ``val_`` lines."""
+    columns = _read_history(history_csv)
+    epochs = columns.pop("epoch", None)
+    names = [name for name in columns if not name.startswith("val_")]
+    names += [name[4:] for name in columns if name.startswith("val_") and name[4:] not in columns]
+    if not names:
+        raise ValueError(f"{history_csv}: no metric columns")
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+    try:
+        for ax, name in zip(axes[0], names, strict=True):
+            _plot_metric(ax, name, columns, epochs)
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _read_history(history_csv: Path) -> dict[str, list[float]]:
+    with Path(history_csv).open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{history_csv}: no epochs recorded")
+    return {name: [_to_float(row.get(name)) for row in rows] for name in rows[0] if name}
+
+
+def _to_float(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _plot_metric(ax: Any, name: str, columns: dict[str, list[float]], epochs: list[float] | None) -> None:
+    for key, label in ((name, "train"), (f"val_{name}", "val")):
+        if key in columns:
+            values = columns[key]
+            xs = [int(e) + 1 for e in epochs] if epochs else list(range(1, len(values) + 1))
+            ax.plot(xs, values, marker="o", markersize=3, label=label)
+    ax.set_title(name)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTML
+
+
+def write_html_report(path: Path, *, title: str, metrics: dict[str, Any], images: dict[str, Path]) -> Path:
+    """A single self-contained HTML file: scalar metrics, per-class table, confusion table (<= 20
+    classes) and every image in ``images`` (caption -> PNG path) embedded as a base64 data URI."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Summary</h2>",
+        _scalar_table(metrics),
+    ]
+    if metrics.get("per_class"):
+        parts += ["<h2>Per class</h2>", _records_table(metrics["per_class"])]
+    names = [row.get("class", str(i)) for i, row in enumerate(metrics.get("per_class") or [])]
+    confusion = metrics.get("confusion_matrix")
+    if confusion and len(confusion) <= MAX_HTML_CONFUSION_CLASSES and len(names) == len(confusion):
+        parts += ["<h2>Confusion matrix (rows true, columns predicted)</h2>", _matrix_table(confusion, names)]
+    for caption, image_path in images.items():
+        parts += [f"<h2>{html.escape(caption)}</h2>", _embedded_png(Path(image_path), caption)]
+    parts.append("</body></html>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return path
+
+
+_CSS = (
+    "body{font-family:sans-serif;margin:2em;max-width:1100px}"
+    "table{border-collapse:collapse;margin-bottom:1.5em}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+    "img{max-width:100%;border:1px solid #ddd}"
+)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list) and all(isinstance(v, float) for v in value):
+        return ", ".join(f"{v:.4f}" for v in value)
+    return html.escape(str(value))
+
+
+def _scalar_table(metrics: dict[str, Any]) -> str:
+    skip = {"per_class", "confusion_matrix"}
+    rows = [
+        f"<tr><th>{html.escape(str(key))}</th><td>{_format_value(value)}</td></tr>"
+        for key, value in metrics.items()
+        if key not in skip and not isinstance(value, dict)
+    ]
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            rows += [
+                f"<tr><th>{html.escape(f'{key}.{sub}')}</th><td>{_format_value(v)}</td></tr>"
+                for sub, v in value.items()
+            ]
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _records_table(records: list[dict[str, Any]]) -> str:
+    header = list(records[0])
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_format_value(row.get(h, ''))}</td>" for h in header) + "</tr>" for row in records
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _matrix_table(matrix: list[list[int]], names: list[str]) -> str:
+    head = "<tr><th></th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
+    body = "".join(
+        f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{int(v)}</td>" for v in row) + "</tr>"
+        for name, row in zip(names, matrix, strict=True)
+    )
+    return f"<table>{head}{body}</table>"
+
+
+def _embedded_png(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(caption, quote=True)}" src="data:image/png;base64,{data}">'

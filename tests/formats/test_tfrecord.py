@@ -1,0 +1,80 @@
+"""The TensorFlow-free TFRecord/Example codec must produce bytes TensorFlow reads back exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.formats.errors import FormatError
+from tasks.formats.tfrecord import (
+    TFRecordWriter,
+    decode_example,
+    encode_example,
+    read_labels_txt,
+    read_records,
+    shard_names,
+    write_labels_txt,
+)
+
+FEATURES = {
+    "image/encoded": bytes(range(256)) * 3,
+    "image/format": b"raw",
+    "image/class/label": [3, 0, 25, 7],
+    "image/height": 60,
+    "image/width": 160,
+    "image/channels": 1,
+    "image/key": "captcha/1234".encode(),
+    "neg": -5,
+}
+
+
+def test_example_bytes_parse_in_tensorflow_and_back() -> None:
+    tf = pytest.importorskip("tensorflow")
+    data = encode_example(FEATURES)
+    parsed = tf.train.Example.FromString(data).features.feature
+    assert parsed["image/encoded"].bytes_list.value[0] == FEATURES["image/encoded"]
+    assert list(parsed["image/class/label"].int64_list.value) == [3, 0, 25, 7]
+    assert parsed["image/height"].int64_list.value[0] == 60
+    assert parsed["neg"].int64_list.value[0] == -5
+    again = decode_example(tf.train.Example.FromString(data).SerializeToString())
+    assert again["image/class/label"] == [3, 0, 25, 7] and again["neg"] == [-5]
+    assert again["image/key"] == [b"captcha/1234"]
+
+
+def test_records_read_by_tf_data(tmp_path: Path) -> None:
+    tf = pytest.importorskip("tensorflow")
+    path = tmp_path / "x.tfrecord"
+    records = [encode_example({"i": i, "b": b"v" * i}) for i in range(50)]
+    with TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == records
+    assert list(read_records(path)) == records
+
+
+def test_corruption_and_truncation_name_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "x.tfrecord"
+    with TFRecordWriter(path) as writer:
+        for i in range(3):
+            writer.write(encode_example({"i": i}))
+    data = bytearray(path.read_bytes())
+    record_len = len(data) // 3
+    flipped = bytearray(data)
+    flipped[record_len + 14] ^= 0xFF
+    (tmp_path / "bad.tfrecord").write_bytes(bytes(flipped))
+    with pytest.raises(FormatError, match=rf"bad.tfrecord, record 1, byte offset {record_len}: record data CRC"):
+        list(read_records(tmp_path / "bad.tfrecord"))
+    (tmp_path / "cut.tfrecord").write_bytes(bytes(data[:-3]))
+    with pytest.raises(FormatError, match="truncated record"):
+        list(read_records(tmp_path / "cut.tfrecord"))
+
+
+def test_names_and_labels_file(tmp_path: Path) -> None:
+    assert shard_names("cifar10", "train", 8)[0] == "cifar10-train.tfrecord-00000-of-00008"
+    write_labels_txt(tmp_path / "labels.txt", ["airplane", "a:b"])
+    assert (tmp_path / "labels.txt").read_text() == "0:airplane\n1:a:b\n"
+    assert read_labels_txt(tmp_path / "labels.txt") == ["airplane", "a:b"]
+    (tmp_path / "bad.txt").write_text("1:x\n")
+    with pytest.raises(FormatError):
+        read_labels_txt(tmp_path / "bad.txt")
