@@ -32,11 +32,12 @@ class ImageDirs(DatasetChain, ArtifactTask):
         assignment = assign_splits(keys, self.validation_fraction)
         counts = write_image_dirs(
             decoded, out_dir, assignment, class_names,
-            multi_head=info.num_heads > 1, workers=self.workers,
+            multi_head=info.num_heads > 1, folder_style=info.folder_style, workers=self.workers,
             progress=lambda done, total: self.report_progress(done, total, f"PNG {done}/{total}"),
         )
         shutil.copy(decoded / "labels.txt", out_dir / "labels.txt")
-        DatasetInfo(info.dataset, info.image_shape, info.num_classes, info.num_heads, counts).save(out_dir)
+        DatasetInfo(info.dataset, info.image_shape, info.num_classes, info.num_heads, counts,
+                    info.folder_style).save(out_dir)
         return {"records": counts}
 
 

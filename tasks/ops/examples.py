@@ -28,6 +28,9 @@ class DatasetInfo:
     num_classes: int
     num_heads: int = 1
     splits: dict[str, int] = field(default_factory=dict)
+    # Class folders of the image-dirs stage: "name" (``airplane/``) or "index" (``00042/``, for HWDB's
+    # thousands of characters, as in the seeds).
+    folder_style: str = "name"
 
     def save(self, directory: Path) -> None:
         (Path(directory) / DATASET_JSON).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))

@@ -64,17 +64,27 @@ def _write_png_chunk(args: tuple[str, str, np.ndarray, list[str]]) -> int:
     return len(rows)
 
 
+def class_folders(class_names: Sequence[str], folder_style: str) -> list[str]:
+    if folder_style == "index":
+        return [f"{i:05d}" for i in range(len(class_names))]
+    if folder_style != "name":
+        raise ValueError(f"folder_style must be 'name' or 'index', got {folder_style!r}")
+    folders = [safe_dir_name(name) for name in class_names]
+    if len(set(folders)) != len(folders):
+        raise ValueError("two class names map to the same folder name after sanitising")
+    return folders
+
+
 def plan_paths(
-    out_dir: Path, split: str, labels: np.ndarray, class_names: Sequence[str], multi_head: bool
+    out_dir: Path, split: str, labels: np.ndarray, class_names: Sequence[str], multi_head: bool,
+    folder_style: str = "name",
 ) -> list[str]:
     """File path of each example of a split, creating the class folders."""
     split_dir = out_dir / split
     split_dir.mkdir(parents=True, exist_ok=True)
     if multi_head:
         return [str(split_dir / f"{n}.png") for n in range(len(labels))]
-    folders = [safe_dir_name(name) for name in class_names]
-    if len(set(folders)) != len(folders):
-        raise ValueError("two class names map to the same folder name after sanitising")
+    folders = class_folders(class_names, folder_style)
     for folder in folders:
         (split_dir / folder).mkdir(exist_ok=True)
     return [str(split_dir / folders[int(label)] / f"{n}.png") for n, label in enumerate(labels)]
@@ -95,6 +105,7 @@ def write_image_dirs(
     class_names: Sequence[str],
     *,
     multi_head: bool,
+    folder_style: str = "name",
     workers: int = 2,
     chunk_size: int = 2000,
     progress: ProgressFn | None = None,
@@ -104,7 +115,7 @@ def write_image_dirs(
     counts = {}
     for split, (source_split, rows) in assignment.items():
         labels = np.asarray(load_split(decoded_dir, source_split)["label"])[rows]
-        paths = plan_paths(out_dir, split, labels, class_names, multi_head)
+        paths = plan_paths(out_dir, split, labels, class_names, multi_head, folder_style)
         if multi_head:
             write_captcha_labels(out_dir / split / "labels.csv", labels, class_names)
         np.save(out_dir / f"{split}.rows.npy", rows.astype(np.int64))
