@@ -74,14 +74,12 @@ class ArtifactTask(luigi.Task):
 
     @property
     def identity(self) -> store.ArtifactIdentity:
-        cached = getattr(self, "_identity", None)
-        if cached is None:
-            params = self.significant_params()
-            upstream = self.upstream_keys()
-            key = store.artifact_key(self.task_family, params, self.version, upstream)
-            cached = store.ArtifactIdentity(self.task_family, self.stage, key, self.version, params, upstream)
-            self._identity = cached
-        return cached
+        # Not cached on the instance: Luigi reuses task instances with equal parameters within a process,
+        # while an upstream task's configured defaults may have changed (``--set`` in a second run).
+        params = self.significant_params()
+        upstream = self.upstream_keys()
+        key = store.artifact_key(self.task_family, params, self.version, upstream)
+        return store.ArtifactIdentity(self.task_family, self.stage, key, self.version, params, upstream)
 
     @property
     def artifact_key(self) -> str:

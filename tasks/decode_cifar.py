@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import luigi
+
 from tasks.base import ArtifactTask
 from tasks.datasets import DatasetChain
 from tasks.download import Download, downloaded_path
@@ -40,6 +42,9 @@ class DecodeCifar(DatasetChain, ArtifactTask):
     stage = "decode"
     version = 1
 
+    label_mode = luigi.ChoiceParameter(choices=["fine", "coarse"], default="fine",
+                                       description="CIFAR-100: train on the 100 fine or the 20 coarse labels")
+
     def requires(self) -> Download:
         return cifar_download(self.dataset, self.source, self.checksum)
 
@@ -56,20 +61,28 @@ class DecodeCifar(DatasetChain, ArtifactTask):
         class_names = read_label_names(root / spec.meta_file, spec.label_names_key)
         if len(class_names) != spec.num_classes:
             raise ValueError(f"{root / spec.meta_file}: {len(class_names)} label names, expected {spec.num_classes}")
-        counts = {split: self._decode_split(root, spec, split, out_dir) for split in ("train", "test")}
+        coarse = self.use_coarse(spec)
+        if spec.coarse_label_names_key:
+            coarse_names = read_label_names(root / spec.meta_file, spec.coarse_label_names_key)
+            (out_dir / "coarse_labels.txt").write_text("".join(f"{i}:{n}\n" for i, n in enumerate(coarse_names)))
+            if coarse:
+                class_names = coarse_names
+        counts = {split: self._decode_split(root, spec, split, out_dir, coarse) for split in ("train", "test")}
         shutil.rmtree(scratch, ignore_errors=True)
         save_class_names(out_dir, class_names)
-        if spec.coarse_label_names_key:
-            coarse = read_label_names(root / spec.meta_file, spec.coarse_label_names_key)
-            (out_dir / "coarse_labels.txt").write_text("".join(f"{i}:{n}\n" for i, n in enumerate(coarse)))
-        DatasetInfo(self.dataset, (32, 32, 3), spec.num_classes, 1, counts).save(out_dir)
+        DatasetInfo(self.dataset, (32, 32, 3), len(class_names), 1, counts).save(out_dir)
         return {"records": counts}
 
-    def _decode_split(self, root: Path, spec: CifarSpec, split: str, out_dir: Path) -> int:
+    def use_coarse(self, spec: CifarSpec) -> bool:
+        if self.label_mode == "coarse" and not spec.coarse_label_key:
+            raise ValueError(f"{spec.name} has no coarse labels; label_mode=coarse is for cifar100")
+        return self.label_mode == "coarse"
+
+    def _decode_split(self, root: Path, spec: CifarSpec, split: str, out_dir: Path, coarse: bool) -> int:
         batches = spec.batches(split)
         with open_split_writer(out_dir, split, (32, 32, 3), num_heads=1) as writer:
             for done, (name, batch) in enumerate(iter_split(root, spec, split), start=1):
                 keys = encode_keys([f"{split}/{name}/{i:05d}" for i in range(len(batch.labels))])
-                writer.append(image=batch.images, label=batch.labels, key=keys)
+                writer.append(image=batch.images, label=batch.coarse_labels if coarse else batch.labels, key=keys)
                 self.report_progress(done, len(batches), f"{split}: {name}")
         return writer.rows
