@@ -254,8 +254,13 @@ def _filenames(batch: dict[Any, Any], count: int, path: Path) -> list[str] | Non
 
 def chw_rows_to_hwc(rows: np.ndarray) -> np.ndarray:
     """(N, 3072) planar rows (R plane, G plane, B plane) -> contiguous (N, 32, 32, 3)."""
-    planes = rows.reshape(rows.shape[0], IMAGE_CHANNELS, IMAGE_SIDE, IMAGE_SIDE)
-    return np.ascontiguousarray(planes.transpose(0, 2, 3, 1))
+    # One strided copy per channel is ~5x faster than a 4-D transpose copy (docs/PERFORMANCE.md).
+    count = rows.shape[0]
+    planes = rows.reshape(count, IMAGE_CHANNELS, IMAGE_SIDE * IMAGE_SIDE)
+    out = np.empty((count, IMAGE_SIDE * IMAGE_SIDE, IMAGE_CHANNELS), dtype=np.uint8)
+    for channel in range(IMAGE_CHANNELS):
+        out[:, :, channel] = planes[:, channel]
+    return out.reshape(count, IMAGE_SIDE, IMAGE_SIDE, IMAGE_CHANNELS)
 
 
 def hwc_to_chw_rows(images: np.ndarray) -> np.ndarray:

@@ -167,10 +167,14 @@ def iter_gnt(
             raise _truncated("header", index, got, f"{HEADER_SIZE} bytes", path=where, offset=buffer.file_offset)
 
 
-def count_gnt_samples(path: str | Path, *, max_dim: int = DEFAULT_MAX_DIM) -> int:
-    """Count samples by reading only headers and seeking over bitmaps (same validation as iter_gnt)."""
+def iter_gnt_tags(path: str | Path, *, max_dim: int = DEFAULT_MAX_DIM) -> Iterator[str]:
+    """Yield each sample's character by reading only headers and seeking over bitmaps.
+
+    Validates exactly like iter_gnt (same GntFormatError for a bad header or a truncated sample), so a
+    dictionary pass over a file fails where a decode pass would.
+    """
     where = str(path)
-    with open(path, "rb") as stream:
+    with open(path, "rb", buffering=0) as stream:
         file_size = os.fstat(stream.fileno()).st_size
         offset, index = 0, 0
         while offset < file_size:
@@ -178,15 +182,20 @@ def count_gnt_samples(path: str | Path, *, max_dim: int = DEFAULT_MAX_DIM) -> in
             raw = stream.read(HEADER_SIZE)
             if len(raw) < HEADER_SIZE:
                 raise _truncated("header", index, len(raw), f"{HEADER_SIZE} bytes", path=where, offset=offset)
-            _tag, width, height = _parse_header(raw, 0, path=where, offset=offset, index=index, max_dim=max_dim)
+            tag, width, height = _parse_header(raw, 0, path=where, offset=offset, index=index, max_dim=max_dim)
             end = offset + HEADER_SIZE + width * height
             if end > file_size:
                 got = file_size - offset - HEADER_SIZE
                 raise _truncated(
                     "bitmap", index, got, f"{width * height} bytes ({width}x{height})", path=where, offset=offset
                 )
+            yield tag
             offset, index = end, index + 1
-    return index
+
+
+def count_gnt_samples(path: str | Path, *, max_dim: int = DEFAULT_MAX_DIM) -> int:
+    """Count samples by reading only headers and seeking over bitmaps (same validation as iter_gnt)."""
+    return sum(1 for _tag in iter_gnt_tags(path, max_dim=max_dim))
 
 
 def encode_sample(tag: str, bitmap: np.ndarray) -> bytes:

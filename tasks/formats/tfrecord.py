@@ -8,6 +8,7 @@ process. The CRC comes from ``google-crc32c`` (hardware CRC32C; pure Python woul
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ def masked_crc32c(data: bytes) -> int:
 
 
 # ---- protobuf wire format ------------------------------------------------------------------------------
-def _varint(value: int) -> bytes:
+def _slow_varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64  # int64 negatives are 10-byte two's complement varints
     out = bytearray()
@@ -36,6 +37,16 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL_VARINTS = tuple(_slow_varint(i) for i in range(1 << 14))
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf varint; a table lookup for the small values (lengths, labels) that dominate."""
+    if 0 <= value < 16384:
+        return _SMALL_VARINTS[value]
+    return _slow_varint(value)
 
 
 def _length_delimited(field_number: int, payload: bytes) -> bytes:
@@ -63,13 +74,57 @@ def encode_feature(value: FeatureValue) -> bytes:
     return _length_delimited(3, _int64_list([int(v) for v in values]))
 
 
+@functools.lru_cache(maxsize=256)
+def _bytes_entry_prefix(name: str, length: int) -> bytes:
+    """Everything of a one-value bytes map entry before the value itself (depends only on its length)."""
+    marker = b"\0" * length
+    return _map_entry_generic(name, marker)[:-length] if length else _map_entry_generic(name, b"")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _int_entry(name: str, values: tuple[int, ...]) -> bytes:
+    return _map_entry_generic(name, list(values))
+
+
+def _map_entry(name: str, value: FeatureValue) -> bytes:
+    if isinstance(value, bytes):
+        return _bytes_entry_prefix(name, len(value)) + value
+    if isinstance(value, int):
+        return _int_entry(name, (value,))
+    if isinstance(value, list | tuple) and all(isinstance(v, int) for v in value):
+        return _int_entry(name, tuple(value))
+    return _map_entry_generic(name, value)
+
+
+def _map_entry_generic(name: str, value: FeatureValue) -> bytes:
+    entry = _length_delimited(1, name.encode()) + _length_delimited(2, encode_feature(value))
+    return _length_delimited(1, entry)
+
+
 def encode_example(features: Mapping[str, FeatureValue]) -> bytes:
     """Serialized ``tf.train.Example`` with map entries in sorted key order (deterministic bytes)."""
-    entries = []
-    for name in sorted(features):
-        entry = _length_delimited(1, name.encode()) + _length_delimited(2, encode_feature(features[name]))
-        entries.append(_length_delimited(1, entry))
-    return _length_delimited(1, b"".join(entries))
+    return _length_delimited(1, b"".join(_map_entry(name, features[name]) for name in sorted(features)))
+
+
+class ExampleEncoder:
+    """``encode_example`` for many records sharing some feature values (format, height, width...).
+
+    The constant map entries are encoded once; per record only the varying ones are. Same bytes as
+    ``encode_example`` on the merged dict.
+    """
+
+    def __init__(self, constant: Mapping[str, FeatureValue], varying: Sequence[str]) -> None:
+        overlap = set(constant) & set(varying)
+        if overlap:
+            raise ValueError(f"features both constant and varying: {sorted(overlap)}")
+        self._constant = {name: _map_entry(name, value) for name, value in constant.items()}
+        self._order = sorted([*constant, *varying])
+
+    def encode(self, varying: Mapping[str, FeatureValue]) -> bytes:
+        constant = self._constant
+        body = b"".join([constant[name] if name in constant else _map_entry(name, varying[name])
+                         for name in self._order])
+        return b"\x0a" + _varint(len(body)) + body
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -145,6 +200,13 @@ def decode_example(data: bytes) -> dict[str, list[bytes] | list[int]]:
 
 
 # ---- record framing ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
+def _record_header(length: int) -> bytes:
+    """``uint64 length | masked crc of it``: the same bytes for every record of one size."""
+    header = struct.pack("<Q", length)
+    return header + struct.pack("<I", masked_crc32c(header))
+
+
 class TFRecordWriter:
     """Append records to one file; use as a context manager so it is closed on every path."""
 
@@ -154,11 +216,14 @@ class TFRecordWriter:
         self.count = 0
 
     def write(self, record: bytes) -> None:
-        header = struct.pack("<Q", len(record))
-        self._handle.write(header + struct.pack("<I", masked_crc32c(header)))
-        self._handle.write(record)
-        self._handle.write(struct.pack("<I", masked_crc32c(record)))
+        self._handle.write(_record_header(len(record)) + record + struct.pack("<I", masked_crc32c(record)))
         self.count += 1
+
+    def write_many(self, records: Sequence[bytes]) -> None:
+        """Frame and write a batch of records in one system call."""
+        pack, crc = struct.pack, masked_crc32c
+        self._handle.write(b"".join([_record_header(len(r)) + r + pack("<I", crc(r)) for r in records]))
+        self.count += len(records)
 
     def close(self) -> None:
         if not self._handle.closed:

@@ -111,9 +111,7 @@ def _read_records(files: list[str], *, training: bool, seed: int) -> tf.data.Dat
     """
     if not training:
         return tf.data.TFRecordDataset(files, buffer_size=READ_BUFFER_BYTES)
-    file_names = tf.data.Dataset.from_tensor_slices(files).shuffle(
-        len(files), seed=seed, reshuffle_each_iteration=True
-    )
+    file_names = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     blocks = file_names.interleave(
         lambda name: tf.data.TFRecordDataset(name, buffer_size=READ_BUFFER_BYTES).batch(READ_BLOCK),
         cycle_length=min(len(files), 8),
@@ -191,9 +189,7 @@ def augment_images(images: tf.Tensor, config: AugmentConfig, seed: tf.Tensor) ->
     if config.flip_left_right:
         images = tf.image.stateless_random_flip_left_right(images, flip_seed)
     if config.brightness > 0:
-        delta = tf.random.stateless_uniform(
-            [batch, 1, 1, 1], brightness_seed, -config.brightness, config.brightness
-        )
+        delta = tf.random.stateless_uniform([batch, 1, 1, 1], brightness_seed, -config.brightness, config.brightness)
         images = images + delta
     if config.contrast > 0:
         factor = tf.random.stateless_uniform(

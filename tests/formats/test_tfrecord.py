@@ -78,3 +78,16 @@ def test_names_and_labels_file(tmp_path: Path) -> None:
     (tmp_path / "bad.txt").write_text("1:x\n")
     with pytest.raises(FormatError):
         read_labels_txt(tmp_path / "bad.txt")
+
+
+def test_example_encoder_matches_encode_example() -> None:
+    from tasks.formats.tfrecord import ExampleEncoder
+
+    constant = {k: FEATURES[k] for k in ("image/format", "image/height", "image/width", "image/channels")}
+    encoder = ExampleEncoder(constant, ["image/encoded", "image/class/label", "image/key", "neg"])
+    for label in ([0], [127], [128, 3], [16384]):
+        varying = {"image/encoded": b"\x00\x01" * 50, "image/class/label": label, "image/key": b"k" * 200,
+                   "neg": -1}
+        assert encoder.encode(varying) == encode_example({**constant, **varying})
+    with pytest.raises(ValueError, match="both constant and varying"):
+        ExampleEncoder(constant, ["image/format"])

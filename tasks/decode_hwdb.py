@@ -1,0 +1,340 @@
+"""CASIA HWDB1.1 decode stage: ``.gnt`` files -> decoded example arrays, file by file, in bounded memory.
+
+Sources, either:
+
+* the official ``HWDB1.1trn_gnt.zip`` and ``HWDB1.1tst_gnt.zip`` (``DecodeHwdb.train_url``/``test_url``).
+  No checksum is published for them, so each URL must be pinned by the user
+  (``--set DecodeHwdb.train_checksum=sha256:<hex>``). ``HwdbArchives`` downloads both with ``Download``
+  and unpacks them once (the train zip wraps an ALZip ``.alz`` archive, opened with ``unalz``); or
+* ``--source DIR|ARCHIVE|URL``: a folder (or an archive of one) holding a train folder and a test folder of
+  ``.gnt`` files, named like ``HWDB1.1trn_gnt/`` and ``HWDB1.1tst_gnt/`` (any name containing
+  ``trn``/``train`` and ``tst``/``test``). A local folder is read in place.
+
+The character dictionary comes from the training files only (``char_dict.json``, characters sorted);
+test samples of other characters are counted in ``skipped.json`` and the manifest, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+import luigi
+import numpy as np
+
+from tasks.base import ArtifactTask
+from tasks.datasets import DatasetChain
+from tasks.download import Download, downloaded_path
+from tasks.formats.errors import ArchiveError
+from tasks.formats.gnt import iter_gnt, iter_gnt_tags
+from tasks.ops.examples import DatasetInfo, encode_keys, open_split_writer, save_class_names
+from tasks.ops.images import fit_to_square
+
+logger = logging.getLogger("tfpipe")
+
+OFFICIAL_BASE = "http://www.nlpr.ia.ac.cn/databases/download/feature_data/"
+OFFICIAL_TRAIN_URL = OFFICIAL_BASE + "HWDB1.1trn_gnt.zip"
+OFFICIAL_TEST_URL = OFFICIAL_BASE + "HWDB1.1tst_gnt.zip"
+SPLITS = ("train", "test")
+SPLIT_WORDS = {"train": ("trn", "train"), "test": ("tst", "test")}
+SPLIT_SEARCH_DEPTH = 3
+CHAR_DICT_JSON = "char_dict.json"
+SKIPPED_JSON = "skipped.json"
+SOURCE_PARAMS = frozenset({"train_url", "train_checksum", "test_url", "test_checksum"})
+
+
+# ---- sources ---------------------------------------------------------------------------------------------
+def is_remote(source: str) -> bool:
+    return urlparse(source).scheme in ("http", "https")
+
+
+def pinned_download(source: str, checksum: str, how_to_pin: str) -> Download:
+    """A Download of ``source``; a remote URL without a checksum is refused with ``how_to_pin`` as advice."""
+    if is_remote(source) and not checksum:
+        raise ValueError(
+            f"{source}: no checksum is published for the CASIA HWDB1.1 archives, so the URL must be pinned "
+            f"to the file you trust: {how_to_pin} (the sha256sum of the archive)"
+        )
+    return Download(source=source, checksum=checksum)
+
+
+def unalz_missing_message(alz: Path) -> str:
+    return (
+        f"{alz.name} is an ALZip archive and the `unalz` command is not installed. Install it and rerun, "
+        f"or extract it by hand: `apt-get install unalz && unalz {alz.name}`, put the extracted train and "
+        "test folders of .gnt files (e.g. HWDB1.1trn_gnt/ and HWDB1.1tst_gnt/) in one directory DIR, and "
+        "run `tfpipe run hwdb --source DIR`"
+    )
+
+
+def check_extracted_tree(root: Path, archive: Path) -> None:
+    """Every path below ``root`` is a regular file or directory that stays inside ``root``."""
+    inside = root.resolve()
+    for path in root.rglob("*"):
+        member = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise ArchiveError("extracted a symbolic link", path=archive, member=member)
+        resolved = path.resolve()
+        if resolved != inside and inside not in resolved.parents:
+            raise ArchiveError("extracted a path outside the extraction directory", path=archive, member=member)
+        if not (path.is_file() or path.is_dir()):
+            raise ArchiveError("extracted something that is not a file or directory", path=archive, member=member)
+
+
+def run_unalz(alz: Path, dest: Path) -> None:
+    """Extract an ALZip archive into the new directory ``dest`` with the ``unalz`` command, then check it."""
+    unalz = shutil.which("unalz")
+    if unalz is None:
+        raise ValueError(f"{alz}: {unalz_missing_message(alz)}")
+    dest.mkdir(parents=True)
+    result = subprocess.run([unalz, str(alz.resolve()), str(dest.resolve())], cwd=dest, capture_output=True,
+                            text=True, errors="replace", check=False)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()[-500:]
+        raise ArchiveError(f"unalz exited with {result.returncode}: {detail}", path=alz)
+    check_extracted_tree(dest, alz)
+
+
+def extract_alz_archives(root: Path) -> list[Path]:
+    """Replace every ``.alz`` below ``root`` by a folder of its contents named after it; returns the folders."""
+    folders = []
+    for alz in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".alz"):
+        dest = alz.with_suffix("")
+        if dest.exists():
+            dest = alz.with_suffix(".unalz")
+        run_unalz(alz, dest)
+        alz.unlink()  # the archive's bytes now live in ``dest``; don't keep both
+        folders.append(dest)
+    return folders
+
+
+def unpack(data: Path, dest: Path) -> Path:
+    """A folder to read: ``data`` itself if it is one, else ``data`` safely extracted to ``dest`` (.alz too)."""
+    if data.is_dir():
+        return data
+    from tasks.ops.archive import safe_extract
+
+    safe_extract(data, dest)
+    extract_alz_archives(dest)
+    return dest
+
+
+def split_of_folder(name: str) -> str | None:
+    lowered = name.lower()
+    matches = [split for split, words in SPLIT_WORDS.items() if any(word in lowered for word in words)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
+
+
+def find_split_folders(root: Path) -> dict[str, Path]:
+    """The train and test folders below ``root``: the shallowest subfolder whose name says which split."""
+    found: dict[str, Path] = {}
+    level = [root]
+    for _depth in range(SPLIT_SEARCH_DEPTH):
+        level = [sub for folder in level for sub in _subfolders(folder)]
+        for split in SPLITS:
+            candidates = [f for f in level if split_of_folder(f.name) == split]
+            if split in found or not candidates:
+                continue
+            if len(candidates) > 1:
+                names = ", ".join(str(c.relative_to(root)) for c in candidates)
+                raise ValueError(f"{root}: more than one {split} folder ({names}); keep one")
+            found[split] = candidates[0]
+    missing = [split for split in SPLITS if split not in found]
+    if missing:
+        seen = ", ".join(p.name for p in _subfolders(root)) or "none"
+        wanted = "; ".join(f"{s}: a name containing {' or '.join(SPLIT_WORDS[s])}" for s in missing)
+        raise ValueError(
+            f"{root}: no {' and no '.join(missing)} folder of .gnt files ({wanted}, e.g. HWDB1.1trn_gnt/ and "
+            f"HWDB1.1tst_gnt/); subfolders found: {seen}"
+        )
+    return found
+
+
+def gnt_files(folder: Path) -> list[Path]:
+    """Every ``.gnt`` file below ``folder``, sorted; an error if there is none or two share a name."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".gnt")
+    if not files:
+        packed = sorted(p.name for p in folder.rglob("*") if p.suffix.lower() in (".alz", ".zip"))
+        hint = f"; it holds {', '.join(packed)}: extract it first (unalz for .alz)" if packed else ""
+        raise ValueError(f"{folder}: no .gnt files{hint}")
+    stems = Counter(p.stem for p in files)
+    twice = sorted(stem for stem, n in stems.items() if n > 1)
+    if twice:
+        raise ValueError(f"{folder}: several .gnt files named {twice[0]!r}; example keys use the file name")
+    return files
+
+
+class HwdbArchives(ArtifactTask):
+    """The official train and test zips, downloaded (one pinned ``Download`` each) and unpacked once.
+
+    Unpacking is its own cached stage so a decode with another ``image_size`` does not unzip gigabytes again.
+    The manifest's ``split_dirs`` names each split's folder of ``.gnt`` files.
+    """
+
+    stage = "download"
+    version = 1
+    unkeyed_params: ClassVar[frozenset[str]] = ArtifactTask.unkeyed_params | SOURCE_PARAMS
+
+    train_url = luigi.Parameter(default=OFFICIAL_TRAIN_URL)
+    train_checksum = luigi.Parameter(default="")
+    test_url = luigi.Parameter(default=OFFICIAL_TEST_URL)
+    test_checksum = luigi.Parameter(default="")
+
+    def requires(self) -> dict[str, Download]:
+        return {
+            "train": pinned_download(self.train_url, self.train_checksum,
+                                     "--set DecodeHwdb.train_checksum=sha256:<hex>"),
+            "test": pinned_download(self.test_url, self.test_checksum,
+                                    "--set DecodeHwdb.test_checksum=sha256:<hex>"),
+        }
+
+    def upstream_keys(self) -> dict[str, str]:
+        # Both requirements are Downloads: key them by split, not by family, so neither hides the other.
+        return {f"Download:{split}": task.artifact_key for split, task in self.requires().items()}
+
+    def build(self, out_dir: Path) -> dict[str, Any]:
+        split_dirs = {}
+        for done, (split, download) in enumerate(self.requires().items(), start=1):
+            self.report_progress(done - 1, len(SPLITS), f"unpacking {split}")
+            data = downloaded_path(download)
+            folder = unpack(data, out_dir / split)
+            split_dirs[split] = str(folder) if folder == data else split
+            gnt_files(folder)  # fail here, not in decode, when an archive holds no .gnt files
+        return {"split_dirs": split_dirs}
+
+
+def archive_split_dirs(task: HwdbArchives) -> dict[str, Path]:
+    """Each split's folder of a finished HwdbArchives (inside its artifact, or a local folder in place)."""
+    entries = task.output().manifest()["split_dirs"]
+    return {split: task.artifact_dir / entries[split] for split in SPLITS}
+
+
+# ---- decoding ----------------------------------------------------------------------------------------------
+class _ChunkBuffer:
+    """Rows waiting to be appended, flushed every ``rows`` examples: memory is bounded by one chunk."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = max(1, rows)
+        self.images: list[np.ndarray] = []
+        self.labels: list[int] = []
+        self.keys: list[str] = []
+
+    def add(self, image: np.ndarray, label: int, key: str) -> bool:
+        """Queue one example; True when the chunk is full and should be flushed."""
+        self.images.append(image)
+        self.labels.append(label)
+        self.keys.append(key)
+        return len(self.keys) >= self.rows
+
+    def flush(self, writer: Any) -> None:
+        if self.keys:
+            writer.append(image=np.stack(self.images), label=np.asarray(self.labels, dtype=np.int32),
+                          key=encode_keys(self.keys))
+        self.images, self.labels, self.keys = [], [], []
+
+
+def build_char_dict(characters: set[str]) -> dict[str, int]:
+    """Character -> class index, characters sorted by code point (the order of labels.txt)."""
+    return {char: index for index, char in enumerate(sorted(characters))}
+
+
+class DecodeHwdb(DatasetChain, ArtifactTask):
+    stage = "decode"
+    version = 1
+    unkeyed_params: ClassVar[frozenset[str]] = ArtifactTask.unkeyed_params | SOURCE_PARAMS
+
+    train_url = luigi.Parameter(default=OFFICIAL_TRAIN_URL, description="HWDB1.1trn_gnt.zip (no --source)")
+    train_checksum = luigi.Parameter(default="", description="sha256:<hex> pinning train_url")
+    test_url = luigi.Parameter(default=OFFICIAL_TEST_URL, description="HWDB1.1tst_gnt.zip (no --source)")
+    test_checksum = luigi.Parameter(default="", description="sha256:<hex> pinning test_url")
+    image_size = luigi.IntParameter(default=64, description="side of the square grayscale images")
+    chunk_rows = luigi.IntParameter(default=1024, significant=False, description="rows per array append")
+
+    def requires(self) -> ArtifactTask:
+        if self.source:
+            return pinned_download(self.source, self.checksum, "--checksum sha256:<hex>")
+        return HwdbArchives(train_url=self.train_url, train_checksum=self.train_checksum,
+                            test_url=self.test_url, test_checksum=self.test_checksum)
+
+    def split_folders(self, scratch: Path) -> dict[str, Path]:
+        required = self.requires()
+        if isinstance(required, HwdbArchives):
+            return archive_split_dirs(required)
+        return find_split_folders(unpack(downloaded_path(required), scratch))
+
+    def build(self, out_dir: Path) -> dict[str, Any]:
+        if self.image_size < 1:
+            raise ValueError(f"DecodeHwdb.image_size must be positive, got {self.image_size}")
+        scratch = out_dir / ".extract"
+        try:
+            files = {split: gnt_files(folder) for split, folder in self.split_folders(scratch).items()}
+            char_dict = build_char_dict(self.train_characters(files["train"]))
+            (out_dir / CHAR_DICT_JSON).write_text(json.dumps(char_dict, ensure_ascii=False, indent=1),
+                                                  encoding="utf-8")
+            save_class_names(out_dir, list(char_dict))
+            counts, skipped = {}, {}
+            for split in SPLITS:
+                counts[split], skipped[split] = self.decode_split(split, files[split], char_dict, out_dir)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if skipped["train"]:
+            raise ValueError(f"training characters changed while decoding: {sorted(skipped['train'])[:10]}")
+        skipped_test = self.save_skipped(out_dir, skipped["test"])
+        shape = (self.image_size, self.image_size, 1)
+        DatasetInfo(self.dataset, shape, len(char_dict), 1, counts, folder_style="index").save(out_dir)
+        return {"records": counts, "num_classes": len(char_dict),
+                "gnt_files": {split: len(files[split]) for split in SPLITS},
+                "skipped_test_samples": sum(skipped_test.values()),
+                "skipped_test_characters": len(skipped_test)}
+
+    def train_characters(self, files: Sequence[Path]) -> set[str]:
+        """The dictionary pass: every character of the training files, reading headers only."""
+        characters: set[str] = set()
+        for path in self.track(files, len(files), "dictionary"):
+            characters.update(iter_gnt_tags(path))
+        if not characters:
+            raise ValueError(f"{files[0].parent}: the training .gnt files hold no samples")
+        return characters
+
+    def decode_split(
+        self, split: str, files: Sequence[Path], char_dict: dict[str, int], out_dir: Path
+    ) -> tuple[int, dict[str, int]]:
+        """Append every sample of ``files`` whose character is in ``char_dict``; returns rows and skips."""
+        size = self.image_size
+        skipped: Counter[str] = Counter()
+        chunk = _ChunkBuffer(self.chunk_rows)
+        with open_split_writer(out_dir, split, (size, size, 1), num_heads=1) as writer:
+            for done, path in enumerate(self.track(files, len(files), f"decode {split}"), start=1):
+                for sample in iter_gnt(path):
+                    label = char_dict.get(sample.tag)
+                    if label is None:
+                        skipped[sample.tag] += 1
+                        continue
+                    image = fit_to_square(sample.bitmap, size)[..., None]
+                    if chunk.add(image, label, f"{split}/{path.stem}/{sample.index:05d}"):
+                        chunk.flush(writer)
+                chunk.flush(writer)
+                self.report_progress(done, len(files), f"{split}: {path.name} ({writer.rows} samples)")
+        return writer.rows, dict(skipped)
+
+    def save_skipped(self, out_dir: Path, skipped: dict[str, int]) -> dict[str, int]:
+        """``skipped.json``: test samples whose character the training set lacks, counted per character."""
+        ordered = dict(sorted(skipped.items()))
+        report = {"test": {"samples": sum(ordered.values()), "characters": ordered},
+                  "reason": "character not in the training set's dictionary"}
+        (out_dir / SKIPPED_JSON).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        if ordered:
+            logger.warning("%s: %d test samples of %d characters not in the training set were skipped "
+                           "(see %s)", self.task_family, report["test"]["samples"], len(ordered), SKIPPED_JSON)
+        return ordered
