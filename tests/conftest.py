@@ -1,7 +1,8 @@
-"""Shared pytest fixtures: an isolated artifact root and Luigi config per test."""
+"""Shared pytest fixtures: an isolated artifact root and Luigi config per test (or per module)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 
 
-@pytest.fixture
-def luigi_config(tmp_path: Path) -> Iterator[object]:
-    """A fresh Luigi config holding the project's luigi.cfg, with the artifact root in tmp_path."""
+@contextlib.contextmanager
+def isolated_luigi_config(artifact_root: Path) -> Iterator[object]:
+    """The project's luigi.cfg alone, with the artifact root moved; the previous config is restored after."""
     import luigi.configuration
 
     config = luigi.configuration.get_config()
@@ -23,11 +24,19 @@ def luigi_config(tmp_path: Path) -> Iterator[object]:
     for section in config.sections():
         config.remove_section(section)
     config.read(str(REPO / "luigi.cfg"))
-    config.set("ArtifactStore", "root", str(tmp_path / "artifacts"))
-    yield config
-    for section in config.sections():
-        config.remove_section(section)
-    for section, items in saved.items():
-        config.add_section(section)
-        for key, value in items.items():
-            config.set(section, key, value)
+    config.set("ArtifactStore", "root", str(artifact_root))
+    try:
+        yield config
+    finally:
+        for section in config.sections():
+            config.remove_section(section)
+        for section, items in saved.items():
+            config.add_section(section)
+            for key, value in items.items():
+                config.set(section, key, value)
+
+
+@pytest.fixture
+def luigi_config(tmp_path: Path) -> Iterator[object]:
+    with isolated_luigi_config(tmp_path / "artifacts") as config:
+        yield config

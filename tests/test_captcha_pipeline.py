@@ -1,0 +1,185 @@
+"""The captcha pipeline on tiny data: every stage, no-op rerun, predict, freeze equivalence, staleness,
+NaN failure, and a killed training that resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines import cli
+from tests.conftest import REPO, isolated_luigi_config
+
+TINY = ["--set", "GenerateCaptchas.count=160", "--set", "Train.epochs=2", "--set", "Train.batch_size=32"]
+STAGES = ("generate", "decode", "imagedirs", "tfrecords", "train", "evaluate", "freeze")
+
+
+def artifact_dirs(root: Path, stage: str) -> list[Path]:
+    return sorted(p for p in (root / stage).glob("*-*") if not p.name.startswith("."))
+
+
+def only(root: Path, stage: str) -> Path:
+    [path] = artifact_dirs(root, stage)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("captcha") / "artifacts"
+    with isolated_luigi_config(root):
+        assert cli.main(["run", "captcha", "--artifacts", str(root), *TINY]) == 0
+        yield root
+
+
+def test_every_stage_leaves_its_outputs_and_manifest(tiny_run: Path) -> None:
+    from tasks import store
+
+    for stage in STAGES:
+        path = only(tiny_run, stage)
+        manifest = json.loads((path / "MANIFEST.json").read_text())
+        assert store.is_valid_artifact(path, manifest["key"]), stage
+        assert store.verify_artifact(path) == [], stage
+    generated = only(tiny_run, "generate")
+    with open(generated / "labels.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["index", "label"] and len(rows) == 161
+    assert all(re.fullmatch(r"[A-Z]{4}", label) for _, label in rows[1:])
+    assert len(list((generated / "images").glob("*.png"))) == 160
+    image_dirs = only(tiny_run, "imagedirs")
+    assert (image_dirs / "train" / "labels.csv").exists() and list((image_dirs / "validation").glob("*.png"))
+    info = json.loads((only(tiny_run, "tfrecords") / "dataset_info.json").read_text())
+    assert info["num_heads"] == 4 and info["image_shape"] == [60, 160, 1]
+    assert sum(s["count"] for s in info["splits"].values()) == 160
+    trained = only(tiny_run, "train")
+    history = (trained / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch") and len(history) == 3
+    assert (trained / "model.keras").stat().st_size > 0 and (trained / "training_curves.png").stat().st_size > 0
+    assert list((trained / "tensorboard").rglob("events.out.tfevents.*"))
+    evaluated = only(tiny_run, "evaluate")
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    assert 0.0 <= metrics["sequence_accuracy"] <= metrics["char_accuracy"] <= 1.0
+    assert metrics["examples"] == info["splits"]["test"]["count"]
+    for picture in ("confusion_matrix.png", "misclassified.png"):
+        assert (evaluated / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:image/png;base64," in (evaluated / "report.html").read_text()
+    frozen = only(tiny_run, "freeze")
+    assert (frozen / "saved_model" / "saved_model.pb").exists() and (frozen / "frozen_graph.pb").exists()
+    assert (frozen / "labels.txt").read_text().startswith("0:A\n1:B\n")
+    freeze_manifest = json.loads((frozen / "MANIFEST.json").read_text())
+    assert freeze_manifest["max_abs_diff"] <= 1e-5 and freeze_manifest["verified_images"] > 0
+
+
+def test_finished_pipeline_reruns_as_no_op(tiny_run: Path) -> None:
+    stamps = {p: (p / "MANIFEST.json").stat().st_mtime_ns for s in STAGES for p in artifact_dirs(tiny_run, s)}
+    with isolated_luigi_config(tiny_run):
+        assert cli.main(["run", "captcha", "--artifacts", str(tiny_run), *TINY]) == 0
+    assert {p: (p / "MANIFEST.json").stat().st_mtime_ns for p in stamps} == stamps
+    assert sum(len(artifact_dirs(tiny_run, s)) for s in STAGES) == len(STAGES)
+
+
+def keras_texts(model_path: Path, pngs: list[Path]) -> list[str]:
+    import keras
+    from PIL import Image
+
+    model = keras.models.load_model(model_path, compile=False)
+    batch = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32)[..., None] / 255.0 for p in pngs])
+    indices = np.asarray(model.predict_on_batch(batch)).argmax(-1)
+    return ["".join(chr(ord("A") + int(i)) for i in row) for row in indices]
+
+
+def test_predict_prints_what_the_keras_model_predicts(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
+    pngs = sorted((only(tiny_run, "imagedirs") / "test").glob("*.png"))[:5]
+    assert cli.main(["predict", str(only(tiny_run, "freeze")), *map(str, pngs)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    printed = [re.search(r": ([A-Z]{4})\b", line).group(1) for line in out]
+    assert printed == keras_texts(only(tiny_run, "train") / "model.keras", pngs)
+
+
+def test_frozen_graph_and_saved_model_match_keras(tiny_run: Path) -> None:
+    from tasks.ops.freeze import verify_exported
+
+    import keras
+
+    pngs = sorted((only(tiny_run, "imagedirs") / "test").glob("*.png"))[:8]
+    model = keras.models.load_model(only(tiny_run, "train") / "model.keras", compile=False)
+    diff = verify_exported(only(tiny_run, "freeze"), model, [p.read_bytes() for p in pngs],
+                           image_shape=(60, 160, 1))
+    assert diff <= 1e-5
+
+
+def test_changing_epochs_reruns_train_evaluate_freeze_only(tiny_run: Path) -> None:
+    before = {s: artifact_dirs(tiny_run, s) for s in STAGES}
+    args = ["--set" if a == "--set" else a for a in TINY]
+    args[args.index("Train.epochs=2")] = "Train.epochs=3"
+    with isolated_luigi_config(tiny_run):
+        assert cli.main(["run", "captcha", "--artifacts", str(tiny_run), *args]) == 0
+    after = {s: artifact_dirs(tiny_run, s) for s in STAGES}
+    for stage in ("generate", "decode", "imagedirs", "tfrecords"):
+        assert after[stage] == before[stage], stage
+    for stage in ("train", "evaluate", "freeze"):
+        assert len(after[stage]) == 2, stage
+
+
+def test_nan_loss_fails_train_and_leaves_no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tensorflow as tf
+
+    from tasks.ops import training
+
+    real_make_dataset = training.make_dataset
+
+    def poisoned(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        dataset = real_make_dataset(*args, **kwargs)
+        if not kwargs.get("training"):
+            return dataset
+        return dataset.enumerate().map(
+            lambda i, batch: (tf.where(i == 1, batch[0] * np.nan, batch[0]), batch[1]))
+
+    monkeypatch.setattr(training, "make_dataset", poisoned)
+    root = tmp_path / "artifacts"
+    with isolated_luigi_config(root):
+        code = cli.main(["run", "captcha", "--artifacts", str(root), *TINY])
+    assert code == 30  # [retcode] task_failed
+    assert artifact_dirs(root, "tfrecords")
+    for stage in ("train", "evaluate", "freeze"):
+        assert artifact_dirs(root, stage) == [], stage
+
+
+def test_killed_training_resumes_from_its_last_epoch(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    args = [sys.executable, "-m", "pipelines.cli", "run", "captcha", "--until", "train", "--artifacts", str(root),
+            "--set", "GenerateCaptchas.count=160", "--set", "Train.epochs=5", "--set", "Train.batch_size=32",
+            "--set", "Train.patience=10"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    history = None
+    while time.time() < deadline and process.poll() is None:
+        found = list((root / "train" / ".work").glob("*/history.csv"))
+        if found and len(found[0].read_text().splitlines()) >= 3:  # header + two finished epochs
+            history = found[0]
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert history is not None, "training should have been killed after its second epoch"
+    assert artifact_dirs(root, "train") == []
+    epochs_before = len(history.read_text().splitlines()) - 1
+    assert epochs_before < 5
+    rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Epoch 1/5" not in rerun.stdout and f"Epoch {epochs_before + 1}/5" in rerun.stdout
+    trained = only(root, "train")
+    with open(trained / "history.csv") as handle:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
+    assert epochs == [0, 1, 2, 3, 4]
+    assert json.loads((trained / "MANIFEST.json").read_text())["epochs_completed"] == 5
