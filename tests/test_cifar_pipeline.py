@@ -214,3 +214,60 @@ def test_kill_9_mid_stage_then_rerun_matches_uninterrupted(tmp_path: Path) -> No
         assert a.name == b.name
         assert comparable(json.loads((a / "MANIFEST.json").read_text())) == comparable(
             json.loads((b / "MANIFEST.json").read_text()))
+
+
+def test_plain_luigi_command_runs_the_same_tasks(tmp_path: Path) -> None:
+    archive, _ = make_archive(tmp_path / "src", n_train=100, n_test=20)
+    root = tmp_path / "artifacts"
+    luigi_bin = Path(sys.executable).with_name("luigi")
+    base = [str(luigi_bin), "--module", "pipelines.cifar10", "Cifar10", "--until", "tfrecords",
+            "--ArtifactStore-root", str(root), "--local-scheduler"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ok = subprocess.run([*base, "--source", str(archive)], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert len(stage_dirs(root, "tfrecords")) == 1
+    bad = subprocess.run([*base, "--source", str(archive), "--checksum", "sha256:" + "1" * 64], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 30, bad.stderr[-2000:]  # [retcode] task_failed from luigi.cfg
+    assert "ChecksumError" in bad.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_central_luigid_with_two_workers(tmp_path: Path) -> None:
+    archive, _ = make_archive(tmp_path / "src", n_train=100, n_test=20)
+    port = free_port()
+    (tmp_path / "luigid-logs").mkdir()
+    luigid = subprocess.Popen([str(Path(sys.executable).with_name("luigid")), "--address", "127.0.0.1", "--port",
+                               str(port), "--state-path", str(tmp_path / "luigid.pickle"), "--logdir",
+                               str(tmp_path / "luigid-logs")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        import urllib.request
+
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/graph", timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "cifar10", "--source", str(archive),
+                                 "--until", "tfrecords", "--artifacts", str(tmp_path / "artifacts"),
+                                 "--scheduler-url", url, "--workers", "2"],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert len(stage_dirs(tmp_path / "artifacts", "tfrecords")) == 1
+    finally:
+        luigid.terminate()
+        luigid.wait(timeout=30)
