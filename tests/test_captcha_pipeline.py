@@ -105,9 +105,9 @@ def test_predict_prints_what_the_keras_model_predicts(tiny_run: Path, capsys: py
 
 
 def test_frozen_graph_and_saved_model_match_keras(tiny_run: Path) -> None:
-    from tasks.ops.freeze import verify_exported
-
     import keras
+
+    from tasks.ops.freeze import verify_exported
 
     pngs = sorted((only(tiny_run, "imagedirs") / "test").glob("*.png"))[:8]
     model = keras.models.load_model(only(tiny_run, "train") / "model.keras", compile=False)

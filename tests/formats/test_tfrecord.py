@@ -24,7 +24,7 @@ FEATURES = {
     "image/height": 60,
     "image/width": 160,
     "image/channels": 1,
-    "image/key": "captcha/1234".encode(),
+    "image/key": b"captcha/1234",
     "neg": -5,
 }
 
