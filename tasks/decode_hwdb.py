@@ -102,6 +102,12 @@ def run_unalz(alz: Path, dest: Path) -> None:
     check_extracted_tree(dest, alz)
 
 
+def alz_volumes(alz: Path) -> list[Path]:
+    """The ``.alz`` file and the ``.a00``, ``.a01``... volumes of a split ALZip archive beside it."""
+    parts = [p for p in alz.parent.glob(f"{alz.stem}.[aA][0-9][0-9]") if p.is_file()]
+    return [alz, *sorted(parts)]
+
+
 def extract_alz_archives(root: Path) -> list[Path]:
     """Replace every ``.alz`` below ``root`` by a folder of its contents named after it; returns the folders."""
     folders = []
@@ -110,7 +116,8 @@ def extract_alz_archives(root: Path) -> list[Path]:
         if dest.exists():
             dest = alz.with_suffix(".unalz")
         run_unalz(alz, dest)
-        alz.unlink()  # the archive's bytes now live in ``dest``; don't keep both
+        for volume in alz_volumes(alz):  # the archive's bytes now live in ``dest``; don't keep both
+            volume.unlink()
         folders.append(dest)
     return folders
 
