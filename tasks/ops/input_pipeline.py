@@ -11,7 +11,7 @@ the freeze/serving code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -79,9 +79,10 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of (images float32 (B,H,W,C) in [0,1], labels int32 (B,) or (B,num_heads)).
 
-    ``training`` shuffles files and records (reshuffled every epoch, seeded) and applies ``augment``;
-    otherwise the order is deterministic: file order, then record order. ``cache`` keeps the serialized
-    records in memory after the first pass. ``image_format`` defaults to the first record's format.
+    ``training`` shuffles files and records (reshuffled every epoch; the same ``seed`` gives the same
+    sequence) and applies ``augment``; otherwise the order is file order, then record order.
+    ``cache`` keeps the serialized records in memory after the first pass. ``image_format`` ("raw", "png",
+    "jpeg") defaults to the first record's format.
     """
     if not files:
         raise ValueError("make_dataset needs at least one TFRecord file")
@@ -96,7 +97,7 @@ def make_dataset(
         records = records.repeat()
     batches = records.batch(batch_size, drop_remainder=drop_remainder)
     parse_batch = _batch_parser((height, width, channels), num_heads, image_format)
-    dataset = batches.map(parse_batch, num_parallel_calls=AUTOTUNE, deterministic=not training)
+    dataset = batches.map(parse_batch, num_parallel_calls=AUTOTUNE)
     if training and augment is not None and augment.enabled:
         dataset = _augment(dataset, augment, seed)
     return dataset.prefetch(AUTOTUNE)
@@ -116,12 +117,13 @@ def _read_records(files: list[str], *, training: bool, seed: int) -> tf.data.Dat
         lambda name: tf.data.TFRecordDataset(name, buffer_size=READ_BUFFER_BYTES).batch(READ_BLOCK),
         cycle_length=min(len(files), 8),
         num_parallel_calls=AUTOTUNE,
-        deterministic=False,
     )
     return blocks.unbatch()
 
 
-def _batch_parser(image_shape: tuple[int, int, int], num_heads: int, image_format: str):
+def _batch_parser(
+    image_shape: tuple[int, int, int], num_heads: int, image_format: str
+) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     features = {
         KEY_ENCODED: tf.io.FixedLenFeature([], tf.string),
         KEY_LABEL: tf.io.FixedLenFeature([num_heads], tf.int64),
@@ -139,7 +141,7 @@ def _batch_parser(image_shape: tuple[int, int, int], num_heads: int, image_forma
     return parse_batch
 
 
-def _batch_decoder(image_shape: tuple[int, int, int], image_format: str):
+def _batch_decoder(image_shape: tuple[int, int, int], image_format: str) -> Callable[[tf.Tensor], tf.Tensor]:
     """A function from a batch of ``image/encoded`` strings to uint8 images (B, H, W, C)."""
     height, width, channels = image_shape
     if image_format == RAW_FORMAT:

@@ -127,6 +127,17 @@ def test_training_shuffles_but_keeps_image_label_pairs(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got_images, images[got_labels].astype(np.float32) / np.float32(255.0))
 
 
+def test_training_order_is_reproducible_for_a_seed(tmp_path: Path) -> None:
+    files = write_shards(tmp_path, *make_data(40))
+
+    def label_order(seed: int) -> list[int]:
+        dataset = make_dataset(files, image_shape=SHAPE, batch_size=8, training=True, seed=seed)
+        return collect(dataset)[1].tolist()
+
+    assert label_order(5) == label_order(5)
+    assert label_order(5) != label_order(6)
+
+
 def test_eval_order_is_deterministic_across_iterations_and_builds(tmp_path: Path) -> None:
     files = write_shards(tmp_path, *make_data(25))
     first = make_dataset(files, image_shape=SHAPE, batch_size=4, training=False, cache=True)

@@ -1,0 +1,34 @@
+"""CNN for text captchas: conv-BN-ReLU-pool blocks, then one dense layer per letter position.
+
+The first block downsamples with a strided convolution so a 160x60 captcha costs little on a CPU;
+the flattened feature map keeps horizontal position, which the per-letter heads need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from models.heads import classification_head, conv_bn_relu, image_input
+
+
+def build_captcha_cnn(
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    num_heads: int = 4,
+    filters: Sequence[int] = (16, 32, 64, 128),
+    first_stride: int = 1,
+    dropout: float = 0.5,
+    weight_decay: float = 0.0,
+) -> keras.Model:
+    inputs = image_input(input_shape)
+    x = inputs
+    for block, width in enumerate(filters):
+        strides = first_stride if block == 0 else 1
+        x = conv_bn_relu(x, width, strides=strides, name=f"block{block}", weight_decay=weight_decay)
+        if min(x.shape[1], x.shape[2]) >= 2:
+            x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    outputs = classification_head(x, num_classes=num_classes, num_heads=num_heads, dropout=dropout)
+    return keras.Model(inputs, outputs, name="captcha_cnn")

@@ -1,0 +1,68 @@
+"""Shared input and classification-head helpers used by every model builder.
+
+Every builder names its input layer ``image`` and its output ``probabilities``. Single-label models
+output ``(batch, num_classes)`` softmax probabilities; multi-head models (one head per captcha letter)
+output ``(batch, num_heads, num_classes)`` with the softmax over the last axis.
+"""
+
+from __future__ import annotations
+
+import keras
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+
+def image_input(input_shape: tuple[int, int, int]) -> keras.KerasTensor:
+    """The model input: float32 pixels in [0, 1], shape (H, W, C)."""
+    if len(input_shape) != 3 or any(int(d) <= 0 for d in input_shape):
+        raise ValueError(f"input_shape must be (height, width, channels) > 0, got {input_shape!r}")
+    return keras.Input(shape=tuple(int(d) for d in input_shape), name=INPUT_NAME, dtype="float32")
+
+
+def classification_head(
+    features: keras.KerasTensor, *, num_classes: int, num_heads: int = 1, dropout: float = 0.0
+) -> keras.KerasTensor:
+    """Dense logits for ``num_heads`` independent ``num_classes``-way softmaxes.
+
+    ``features`` may be of any rank; it is flattened first. The softmax runs in float32 so the
+    probabilities stay well formed under a mixed_float16 policy.
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if num_heads < 1:
+        raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+    x = features
+    if len(x.shape) > 2:
+        x = keras.layers.Flatten(name="head_flatten")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    logits = keras.layers.Dense(num_heads * num_classes, name="logits")(x)
+    if num_heads > 1:
+        logits = keras.layers.Reshape((num_heads, num_classes), name="logits_per_head")(logits)
+    return keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_NAME)(logits)
+
+
+def conv_bn_relu(
+    x: keras.KerasTensor,
+    filters: int,
+    *,
+    kernel_size: int = 3,
+    strides: int = 1,
+    name: str,
+    weight_decay: float = 0.0,
+) -> keras.KerasTensor:
+    """Conv (no bias) -> BatchNorm -> ReLU, the block shared by the larger CNNs."""
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        kernel_regularizer=regularizer,
+        name=f"{name}_conv",
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)

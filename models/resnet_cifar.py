@@ -1,0 +1,67 @@
+"""ResNet for 32x32 images (He et al. 2016, CIFAR variant): depth 6n+2, three stages of basic blocks.
+
+``depth=20, base_width=16`` is ResNet-20; ``depth=8`` is a tiny version for tests and benchmarks.
+Stages after the first halve the resolution with a strided convolution and a 1x1 projection shortcut.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from models.heads import classification_head, conv_bn_relu, image_input
+
+
+def _basic_block(
+    x: keras.KerasTensor, filters: int, *, strides: int, name: str, weight_decay: float
+) -> keras.KerasTensor:
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+    shortcut = x
+    y = conv_bn_relu(x, filters, strides=strides, name=f"{name}_a", weight_decay=weight_decay)
+    y = keras.layers.Conv2D(
+        filters,
+        3,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        kernel_regularizer=regularizer,
+        name=f"{name}_b_conv",
+    )(y)
+    y = keras.layers.BatchNormalization(name=f"{name}_b_bn")(y)
+    if strides != 1 or shortcut.shape[-1] != filters:
+        shortcut = keras.layers.Conv2D(
+            filters,
+            1,
+            strides=strides,
+            use_bias=False,
+            kernel_initializer="he_normal",
+            kernel_regularizer=regularizer,
+            name=f"{name}_proj_conv",
+        )(shortcut)
+        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+    return keras.layers.ReLU(name=f"{name}_out")(y)
+
+
+def build_resnet_cifar(
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    num_heads: int = 1,
+    depth: int = 20,
+    base_width: int = 16,
+    weight_decay: float = 1e-4,
+    dropout: float = 0.0,
+) -> keras.Model:
+    if depth < 8 or (depth - 2) % 6 != 0:
+        raise ValueError(f"resnet_cifar depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
+    blocks_per_stage = (depth - 2) // 6
+    inputs = image_input(input_shape)
+    x = conv_bn_relu(inputs, base_width, name="stem", weight_decay=weight_decay)
+    for stage in range(3):
+        width = base_width * 2**stage
+        for block in range(blocks_per_stage):
+            strides = 2 if stage > 0 and block == 0 else 1
+            x = _basic_block(x, width, strides=strides, name=f"stage{stage}_block{block}", weight_decay=weight_decay)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = classification_head(x, num_classes=num_classes, num_heads=num_heads, dropout=dropout)
+    return keras.Model(inputs, outputs, name=f"resnet{depth}_cifar")
