@@ -67,7 +67,7 @@ def baseline(batches: list[Path], out: Path) -> int:
     return count
 
 
-def tfpipe_path(batches: list[Path], out: Path) -> int:
+def tfpipe_path(batches: list[Path], out: Path, image_format: str = "raw") -> int:
     from tasks.formats.cifar import read_cifar_batch
     from tasks.ops.examples import encode_keys
     from tasks.ops.shards import ShardSpec, write_split_shards
@@ -81,7 +81,7 @@ def tfpipe_path(batches: list[Path], out: Path) -> int:
     all_images, all_labels = np.concatenate(images), np.concatenate(labels)
     rows = np.arange(len(all_labels))
     write_split_shards(out, "train", all_images, all_labels, encode_keys(keys), rows,
-                       ShardSpec("cifar10", "raw", num_shards=8))
+                       ShardSpec("cifar10", image_format, num_shards=8))
     return len(rows)
 
 
@@ -112,25 +112,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         batches = make_batches(root, args.images)
-        results: dict[str, list[float]] = {"baseline": [], "tfpipe": [], "read": []}
+        results: dict[str, list[float]] = {"baseline": [], "tfpipe": [], "tfpipe_png": [], "read": [],
+                                           "read_png": []}
+        runs = (("baseline", baseline, ()), ("tfpipe", tfpipe_path, ("raw",)), ("tfpipe_png", tfpipe_path, ("png",)))
         for _ in range(args.repeats):
-            for name, function in (("baseline", baseline), ("tfpipe", tfpipe_path)):
+            for name, function, extra in runs:
                 out = root / name
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir()
-                seconds, count = timed(function, batches, out)
+                seconds, count = timed(function, batches, out, *extra)
                 assert count == args.images
                 results[name].append(count / seconds)
-            seconds, count = timed(read_back, root / "tfpipe", "raw")
-            assert count == args.images
-            results["read"].append(count / seconds)
+            for name, folder, image_format in (("read", "tfpipe", "raw"), ("read_png", "tfpipe_png", "png")):
+                seconds, count = timed(read_back, root / folder, image_format)
+                assert count == args.images
+                results[name].append(count / seconds)
     median = {k: statistics.median(v) for k, v in results.items()}
     print(f"| measure ({args.images} images, median of {args.repeats}) | images/s |")
     print("|---|---:|")
     print(f"| baseline: pickle.load + PNG + tf.train.Example, 1 thread | {median['baseline']:,.0f} |")
     print(f"| tfpipe: restricted decode + raw shards (8) | {median['tfpipe']:,.0f} |")
     print(f"| ratio tfpipe / baseline | {median['tfpipe'] / median['baseline']:.1f}x |")
-    print(f"| read back with make_dataset (tf.data, batch 1024) | {median['read']:,.0f} |")
+    print(f"| tfpipe with PNG-encoded shards instead of raw | {median['tfpipe_png']:,.0f} |")
+    print(f"| read back raw shards with make_dataset (tf.data, batch 1024) | {median['read']:,.0f} |")
+    print(f"| read back PNG shards with make_dataset | {median['read_png']:,.0f} |")
 
 
 if __name__ == "__main__":

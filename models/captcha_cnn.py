@@ -19,7 +19,7 @@ def build_captcha_cnn(
     num_classes: int,
     num_heads: int = 4,
     filters: Sequence[int] = (16, 32, 64, 128),
-    first_stride: int = 1,
+    first_stride: int = 2,
     dropout: float = 0.5,
     weight_decay: float = 0.0,
 ) -> keras.Model:

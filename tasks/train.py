@@ -6,6 +6,7 @@ TensorFlow is imported inside ``build`` only: checking completion or printing st
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ class Train(DatasetChain, ArtifactTask):
     epochs = luigi.IntParameter(default=10)
     batch_size = luigi.IntParameter(default=64)
     learning_rate = luigi.FloatParameter(default=1e-3)
+    lr_schedule = luigi.ChoiceParameter(choices=["cosine", "constant"], default="cosine")
+    jit_compile = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                      description="XLA; measure first (docs/PERFORMANCE.md)")
     seed = luigi.IntParameter(default=0)
     patience = luigi.IntParameter(default=5, description="early stopping on val_loss")
     shuffle_buffer = luigi.IntParameter(default=10_000)
@@ -56,7 +60,9 @@ class Train(DatasetChain, ArtifactTask):
         return TrainConfig(
             model=self.model_name(), image_shape=tuple(info["image_shape"]), num_classes=info["num_classes"],
             num_heads=info["num_heads"], epochs=self.epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, seed=self.seed, patience=self.patience,
+            learning_rate=self.learning_rate, lr_schedule=self.lr_schedule, jit_compile=self.jit_compile,
+            steps_per_epoch=max(1, math.ceil(info["splits"]["train"]["count"] / self.batch_size)),
+            seed=self.seed, patience=self.patience,
             shuffle_buffer=self.shuffle_buffer, augment=augment, mixed_precision=self.mixed_precision,
             strategy=self.strategy, model_options=dict(self.model_options),
         )

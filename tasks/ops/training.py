@@ -36,6 +36,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # "cosine": decay to 0 over all epochs; "constant"
+    steps_per_epoch: int = 0  # needed by the cosine schedule
+    jit_compile: bool = False
     seed: int = 0
     patience: int = 5
     shuffle_buffer: int = 10_000
@@ -58,11 +61,22 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
 
 
+def learning_rate(config: TrainConfig) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    if config.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {config.lr_schedule!r}")
+    if config.steps_per_epoch < 1:
+        raise ValueError("the cosine schedule needs steps_per_epoch >= 1")
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps_per_epoch * config.epochs)
+
+
 def compile_model(config: TrainConfig) -> keras.Model:
     model = build_model(config.model, input_shape=config.image_shape, num_classes=config.num_classes,
                         num_heads=config.num_heads, **config.model_options)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate(config)),
+        jit_compile=config.jit_compile,
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
