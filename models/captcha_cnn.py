@@ -22,13 +22,17 @@ def build_captcha_cnn(
     first_stride: int = 2,
     dropout: float = 0.5,
     weight_decay: float = 0.0,
+    pool_last: bool = False,
 ) -> keras.Model:
+    """``pool_last=False`` keeps the last block's map (3x10 for 160x60 input) so the per-letter heads still
+    see where each letter is; pooling it to 1x5 leaves 640 features for four letters."""
     inputs = image_input(input_shape)
     x = inputs
     for block, width in enumerate(filters):
         strides = first_stride if block == 0 else 1
         x = conv_bn_relu(x, width, strides=strides, name=f"block{block}", weight_decay=weight_decay)
-        if min(x.shape[1], x.shape[2]) >= 2:
+        is_last = block == len(filters) - 1
+        if min(x.shape[1], x.shape[2]) >= 2 and (pool_last or not is_last):
             x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     outputs = classification_head(x, num_classes=num_classes, num_heads=num_heads, dropout=dropout)
     return keras.Model(inputs, outputs, name="captcha_cnn")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -271,3 +272,31 @@ def test_central_luigid_with_two_workers(tmp_path: Path) -> None:
     finally:
         luigid.terminate()
         luigid.wait(timeout=30)
+
+
+def test_cifar10_trains_evaluates_freezes_and_predicts_fixture_jpegs(
+        tmp_path: Path, luigi_config, capsys: pytest.CaptureFixture) -> None:
+    from tests.conftest import FIXTURES
+
+    archive, _ = make_archive(tmp_path / "src", n_train=400, n_test=80)
+    root = tmp_path / "artifacts"
+    assert run_cli("run", "cifar10", "--source", str(archive), "--artifacts", str(root), "--set", "Train.model=mlp",
+                   "--set", "Train.epochs=2", "--set", "Train.batch_size=32") == 0
+    metrics = json.loads((stage_dirs(root, "evaluate")[0] / "metrics.json").read_text())
+    assert metrics["examples"] == 80 and metrics["top1_accuracy"] <= metrics["top_k_accuracy"]
+    assert metrics["top_k"] == 3 and len(metrics["per_class"]) == 10
+    [frozen] = stage_dirs(root, "freeze")
+    assert json.loads((frozen / "MANIFEST.json").read_text())["max_abs_diff"] <= 1e-5
+    jpegs = sorted((FIXTURES / "imagefolder_hf_beans_dummy" / "train").glob("*/*.jpg"))
+    if not jpegs:
+        pytest.skip(f"no fixture JPEGs under {FIXTURES}")
+    capsys.readouterr()
+    assert run_cli("predict", str(frozen), *map(str, jpegs)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(jpegs)
+    for line, jpeg in zip(lines, jpegs, strict=True):
+        assert line.startswith(str(jpeg))
+        found = re.findall(r"(\w+) \((\d\.\d+)\)", line)
+        assert len(found) == 3 and all(name in CIFAR10.label_names for name, _ in found)
+        probabilities = [float(p) for _, p in found]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0001
