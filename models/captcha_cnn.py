@@ -20,7 +20,7 @@ def build_captcha_cnn(
     num_heads: int = 4,
     filters: Sequence[int] = (16, 32, 64, 128),
     first_stride: int = 2,
-    dropout: float = 0.5,
+    dropout: float = 0.3,
     weight_decay: float = 0.0,
     pool_last: bool = False,
 ) -> keras.Model:
