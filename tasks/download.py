@@ -106,12 +106,15 @@ class Download(ArtifactTask):
         partial_dir.mkdir(parents=True, exist_ok=True)
         # Partial downloads live outside the temporary build directory so a killed run can resume them.
         staged = partial_dir / f"{self.artifact_key}-{name}"
-        fetch(self.source, staged, digest=digest, progress=self._progress_callback(name),
-              timeout=self.timeout_s)
+        progress, bar = self._progress_callback(name)
+        try:
+            fetch(self.source, staged, digest=digest, progress=progress, timeout=self.timeout_s)
+        finally:
+            bar.close()
         os.replace(staged, out_dir / name)
         return {"data_file": name, "bytes": (out_dir / name).stat().st_size}
 
-    def _progress_callback(self, name: str):  # noqa: ANN202 - a closure for fetch()
+    def _progress_callback(self, name: str):  # noqa: ANN202 - (callback for fetch(), its tqdm bar)
         from tqdm import tqdm
 
         bar = tqdm(desc=f"download {name}", unit="B", unit_scale=True, leave=False)
@@ -123,7 +126,7 @@ class Download(ArtifactTask):
             if total:
                 self.report_progress(done, total, f"download {name}: {done >> 20}/{total >> 20} MiB")
 
-        return progress
+        return progress, bar
 
 
 def downloaded_path(task: Download) -> Path:
