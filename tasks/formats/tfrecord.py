@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import google_crc32c
+import numpy as np
 
 from tasks.formats.errors import FormatError
 
@@ -127,6 +128,67 @@ class ExampleEncoder:
         return b"\x0a" + _varint(len(body)) + body
 
 
+    def frame_batch(self, small: Mapping[str, Sequence[FeatureValue]], blobs: Mapping[str, np.ndarray]) -> bytes:
+        """TFRecord-framed bytes of N examples, built column-wise with numpy.
+
+        ``small`` holds the per-row values of the cheap varying features (labels, keys); ``blobs`` holds
+        bytes features whose values all have one length as (N, S) uint8 arrays (raw pixels). Rows whose
+        small entries have the same lengths share a layout, so each such group is one array copy per
+        column instead of a Python loop over bytes. Same bytes as ``TFRecordWriter.write(encode(...))``.
+        """
+        count = len(next(iter(blobs.values())))
+        entries = {name: [_map_entry(name, value) for value in values] for name, values in small.items()}
+        names = list(entries)
+        layouts: dict[tuple[int, ...], list[int]] = {}
+        for row, lengths in enumerate(zip(*[[len(e) for e in entries[n]] for n in names], strict=True)):
+            layouts.setdefault(lengths, []).append(row)
+        framed: list[np.ndarray] = []
+        for lengths, rows in layouts.items():
+            framed.append(self._frame_layout(dict(zip(names, lengths, strict=True)), rows, entries, blobs))
+        if len(framed) == 1:
+            return framed[0].tobytes()
+        by_row: list[bytes] = [b""] * count
+        for matrix, rows in zip(framed, layouts.values(), strict=True):
+            for position, row in enumerate(rows):
+                by_row[row] = matrix[position].tobytes()
+        return b"".join(by_row)
+
+    def _frame_layout(self, lengths: dict[str, int], rows: list[int], entries: Mapping[str, list[bytes]],
+                      blobs: Mapping[str, np.ndarray]) -> np.ndarray:
+        pieces: list[bytes | str] = []
+        for name in self._order:
+            if name in self._constant:
+                pieces.append(self._constant[name])
+            elif name in blobs:
+                pieces.extend([_bytes_entry_prefix(name, blobs[name].shape[1]), name])
+            else:
+                pieces.append(name)
+        width = {**lengths, **{name: array.shape[1] for name, array in blobs.items()}}
+        body_length = sum(len(p) if isinstance(p, bytes) else width[p] for p in pieces)
+        head = b"\x0a" + _varint(body_length)
+        record_length = len(head) + body_length
+        matrix = np.empty((len(rows), 12 + record_length + 4), dtype=np.uint8)
+        matrix[:, :12] = np.frombuffer(_record_header(record_length), dtype=np.uint8)
+        position = 12
+        index = np.asarray(rows)
+        for piece in [head, *pieces]:
+            if isinstance(piece, bytes):
+                matrix[:, position : position + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+                position += len(piece)
+            elif piece in blobs:
+                matrix[:, position : position + width[piece]] = blobs[piece][index]
+                position += width[piece]
+            else:
+                joined = b"".join([entries[piece][row] for row in rows])
+                matrix[:, position : position + width[piece]] = np.frombuffer(joined, dtype=np.uint8).reshape(
+                    len(rows), width[piece])
+                position += width[piece]
+        data = matrix[:, 12 : 12 + record_length]
+        crcs = np.fromiter((masked_crc32c(row) for row in data), dtype="<u4", count=len(rows))
+        matrix[:, -4:] = crcs.view(np.uint8).reshape(len(rows), 4)
+        return matrix
+
+
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
@@ -224,6 +286,11 @@ class TFRecordWriter:
         pack, crc = struct.pack, masked_crc32c
         self._handle.write(b"".join([_record_header(len(r)) + r + pack("<I", crc(r)) for r in records]))
         self.count += len(records)
+
+    def write_framed(self, framed: bytes, count: int) -> None:
+        """Write records already framed by ``ExampleEncoder.frame_batch``."""
+        self._handle.write(framed)
+        self.count += count
 
     def close(self) -> None:
         if not self._handle.closed:

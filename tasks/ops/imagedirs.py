@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from tasks.ops.examples import load_split, stable_unit
+from tasks.ops.images import encode_png
 
 SPLITS_JSON = "splits.json"
 ProgressFn = Callable[[int, int], None]
@@ -47,20 +47,11 @@ def safe_dir_name(name: str) -> str:
     return cleaned
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".png", image)
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buffer.tobytes()
-
-
 def _write_png_chunk(args: tuple[str, str, np.ndarray, list[str]]) -> int:
     decoded_dir, source_split, rows, relpaths = args
     images = load_split(Path(decoded_dir), source_split)["image"]
     for row, relpath in zip(rows, relpaths, strict=True):
-        Path(relpath).write_bytes(_png_bytes(np.asarray(images[row])))
+        Path(relpath).write_bytes(encode_png(np.asarray(images[row])))
     return len(rows)
 
 

@@ -50,3 +50,13 @@ def _pad_centred(image: np.ndarray, size: int, pad_value: int) -> np.ndarray:
     left = (size - width) // 2
     canvas[top : top + height, left : left + width] = image
     return canvas
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 HxW, HxWx1 or RGB HxWx3 image (OpenCV wants BGR, so RGB is swapped first)."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buffer = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()

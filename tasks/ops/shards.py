@@ -18,6 +18,7 @@ import numpy as np
 
 from tasks.formats.tfrecord import ExampleEncoder, TFRecordWriter, shard_names
 from tasks.ops.examples import stable_order
+from tasks.ops.images import encode_png
 
 DATASET_INFO_JSON = "dataset_info.json"
 IMAGE_FORMATS = ("raw", "png")
@@ -49,12 +50,7 @@ def shard_count(num_examples: int, bytes_per_example: int, spec: ShardSpec) -> i
 def encode_image(image: np.ndarray, image_format: str) -> bytes:
     if image_format == "raw":
         return image.tobytes()
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".png", image)
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buffer.tobytes()
+    return encode_png(image)
 
 
 VARYING_FEATURES = ("image/encoded", "image/class/label", "image/key")
@@ -105,8 +101,12 @@ def write_split_shards(
             shard_rows = order[bounds[shard_index] : bounds[shard_index + 1]]
             for start in range(0, len(shard_rows), CHUNK_ROWS):
                 chunk = shard_rows[start : start + CHUNK_ROWS]
-                writer.write_many(encode_chunk(images[chunk], labels[chunk], keys[chunk], spec.image_format,
-                                               encoder))
+                if spec.image_format == "raw":
+                    writer.write_framed(frame_raw_chunk(images[chunk], labels[chunk], keys[chunk], encoder),
+                                        len(chunk))
+                else:
+                    writer.write_many(encode_chunk(images[chunk], labels[chunk], keys[chunk], spec.image_format,
+                                                   encoder))
                 done += len(chunk)
                 if progress:
                     progress(done, len(order))
@@ -115,6 +115,13 @@ def write_split_shards(
 
 
 CHUNK_ROWS = 1024
+
+
+def frame_raw_chunk(images: np.ndarray, labels: np.ndarray, keys: np.ndarray, encoder: ExampleEncoder) -> bytes:
+    """Framed records of a chunk of raw-pixel examples, built column-wise (see ExampleEncoder.frame_batch)."""
+    pixels = np.ascontiguousarray(images).reshape(len(images), -1)
+    small = {"image/class/label": labels.reshape(len(labels), -1).tolist(), "image/key": keys.tolist()}
+    return encoder.frame_batch(small, {"image/encoded": pixels})
 
 
 def encode_chunk(images: np.ndarray, labels: np.ndarray, keys: np.ndarray, image_format: str,

@@ -91,3 +91,25 @@ def test_example_encoder_matches_encode_example() -> None:
         assert encoder.encode(varying) == encode_example({**constant, **varying})
     with pytest.raises(ValueError, match="both constant and varying"):
         ExampleEncoder(constant, ["image/format"])
+
+
+def test_frame_batch_equals_record_by_record_writing(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tasks.formats.tfrecord import ExampleEncoder
+
+    rng = np.random.default_rng(0)
+    encoder = ExampleEncoder({"image/format": b"raw", "image/height": 4}, ["image/encoded", "image/class/label",
+                                                                           "image/key"])
+    pixels = rng.integers(0, 256, (7, 48), dtype=np.uint8)
+    labels = [[3], [200], [5], [70000], [1], [3], [127]]  # 1-, 2- and 3-byte varints: several layouts
+    keys = [b"k1", b"key-22", b"k3", b"k4", b"a-much-longer-key", b"k6", b"k7"]
+    framed = encoder.frame_batch({"image/class/label": labels, "image/key": keys}, {"image/encoded": pixels})
+    with TFRecordWriter(tmp_path / "one-by-one") as writer:
+        for row in range(7):
+            writer.write(encoder.encode({"image/encoded": pixels[row].tobytes(), "image/class/label": labels[row],
+                                         "image/key": keys[row]}))
+    assert framed == (tmp_path / "one-by-one").read_bytes()
+    (tmp_path / "framed").write_bytes(framed)
+    decoded = [decode_example(r) for r in read_records(tmp_path / "framed")]
+    assert [d["image/class/label"] for d in decoded] == labels and [d["image/key"][0] for d in decoded] == keys
