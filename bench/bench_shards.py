@@ -1,12 +1,12 @@
 """Benchmark: CIFAR decode + TFRecord shard writing, against the seeds' approach, in the same run.
 
-    .venv/bin/python bench/bench_shards.py --images 60000 --repeats 3
+    .venv/bin/python bench/bench_shards.py --images 60000 --repeats 5
 
 Baseline (the seeds): for each image of each pickle batch, PNG-encode it, build one ``tf.train.Example``
 and write it with ``tf.io.TFRecordWriter``, single thread. tfpipe: the restricted-pickle decode
 (tasks/formats/cifar.py) and ``write_split_shards`` (raw uint8, hand-encoded Examples, TF-free writer).
 Also measures reading the shards back with the training input pipeline (tf.data, batch 1024).
-Prints a markdown table of medians.
+Every measurement runs in a fresh process after os.sync(); prints a markdown table of medians.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_batches(directory: Path, total: int) -> list[Path]:
@@ -97,38 +98,67 @@ def read_back(out: Path, image_format: str) -> int:
 
 
 def timed(function, *args) -> tuple[float, int]:  # noqa: ANN001
+    # Flush the previous run's dirty pages first, so no run pays for another's disk writeback.
+    os.sync()
     start = time.perf_counter()
     count = function(*args)
     return time.perf_counter() - start, count
+
+
+METHODS = {
+    "baseline": lambda batches, out: baseline(batches, out),
+    "tfpipe": lambda batches, out: tfpipe_path(batches, out, "raw"),
+    "tfpipe_png": lambda batches, out: tfpipe_path(batches, out, "png"),
+    "read": lambda batches, out: read_back(out, "raw"),
+    "read_png": lambda batches, out: read_back(out, "png"),
+}
+OUTPUT_OF = {"baseline": "baseline", "tfpipe": "tfpipe", "tfpipe_png": "tfpipe_png", "read": "tfpipe",
+             "read_png": "tfpipe_png"}
+
+
+def run_child(method: str, root: Path) -> None:
+    """One timed measurement in a fresh process: no thread pools or caches left by another method."""
+    batches = sorted(root.glob("data_batch_*"))
+    out = root / OUTPUT_OF[method]
+    if not method.startswith("read"):
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+    if method in ("baseline", "read", "read_png"):
+        import tensorflow as tf  # noqa: F401 - imported before the clock starts
+
+    seconds, count = timed(METHODS[method], batches, out)
+    print(f"{count} {seconds}")
+
+
+def measure(method: str, root: Path) -> float:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, __file__, "--child", method, "--root", str(root)], check=True,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    count, seconds = result.stdout.split()[-2:]
+    return int(count) / float(seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=60_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", choices=sorted(METHODS), help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    import tensorflow as tf  # noqa: F401 - import once, outside the timings
-
+    if args.child:
+        run_child(args.child, args.root)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        batches = make_batches(root, args.images)
-        results: dict[str, list[float]] = {"baseline": [], "tfpipe": [], "tfpipe_png": [], "read": [],
-                                           "read_png": []}
-        runs = (("baseline", baseline, ()), ("tfpipe", tfpipe_path, ("raw",)), ("tfpipe_png", tfpipe_path, ("png",)))
+        make_batches(root, args.images)
+        results: dict[str, list[float]] = {name: [] for name in METHODS}
         for _ in range(args.repeats):
-            for name, function, extra in runs:
-                out = root / name
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir()
-                seconds, count = timed(function, batches, out, *extra)
-                assert count == args.images
-                results[name].append(count / seconds)
-            for name, folder, image_format in (("read", "tfpipe", "raw"), ("read_png", "tfpipe_png", "png")):
-                seconds, count = timed(read_back, root / folder, image_format)
-                assert count == args.images
-                results[name].append(count / seconds)
+            for name in METHODS:
+                results[name].append(measure(name, root))
     median = {k: statistics.median(v) for k, v in results.items()}
-    print(f"| measure ({args.images} images, median of {args.repeats}) | images/s |")
+    print(f"| measure ({args.images} images, median of {args.repeats}, each run in a fresh process) | images/s |")
     print("|---|---:|")
     print(f"| baseline: pickle.load + PNG + tf.train.Example, 1 thread | {median['baseline']:,.0f} |")
     print(f"| tfpipe: restricted decode + raw shards (8) | {median['tfpipe']:,.0f} |")
