@@ -24,6 +24,7 @@ class TFRecords(DatasetChain, ArtifactTask):
     num_shards = luigi.IntParameter(default=0, description="0: from target_shard_mb")
     target_shard_mb = luigi.FloatParameter(default=64.0)
     shuffle_seed = luigi.IntParameter(default=0)
+    workers = luigi.IntParameter(default=2, significant=False, description="processes writing shards")
 
     def requires(self) -> ArtifactTask:
         return ImageDirs(**self.chain())
@@ -40,6 +41,7 @@ class TFRecords(DatasetChain, ArtifactTask):
             files = write_split_shards(
                 out_dir, split, arrays["image"], arrays["label"], arrays["key"], rows, spec,
                 progress=lambda done, total, s=split: self.report_progress(done, total, f"{s} {done}/{total}"),
+                workers=self.workers,
             )
             splits[split] = {"count": int(len(rows)), "files": files}
         shutil.copy(image_dirs / "labels.txt", out_dir / "labels.txt")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from contextlib import ExitStack
+import multiprocessing
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,34 +86,67 @@ def write_split_shards(
     rows: np.ndarray,
     spec: ShardSpec,
     progress: ProgressFn | None = None,
+    workers: int = 1,
 ) -> list[str]:
     """Shuffle ``rows`` of a split deterministically (by key hash) and deal them into contiguous shards.
 
-    ``images``/``labels``/``keys`` may be memory-mapped: rows are read one at a time, never all at once.
+    ``images``/``labels``/``keys`` may be memory-mapped: rows are read a chunk at a time, never all at once.
+    With ``workers > 1`` shards are written by forked processes (same bytes; serial when fork is unsafe
+    because TensorFlow's threads live in this process).
     """
     order = rows[stable_order(list(keys[rows]), f"shuffle:{spec.shuffle_seed}")]
     num_shards = shard_count(len(order), int(np.prod(images.shape[1:])) + 64, spec)
     names = shard_names(spec.dataset, split, num_shards)
     bounds = np.linspace(0, len(order), num_shards + 1).astype(int)
-    encoder = example_encoder(images.shape[1:], spec.image_format)
+    jobs = [(out_dir / name, order[bounds[i] : bounds[i + 1]]) for i, name in enumerate(names)]
+    arrays = (images, labels, keys, spec)
     done = 0
-    with ExitStack() as stack:
-        for shard_index, name in enumerate(names):
-            writer = stack.enter_context(TFRecordWriter(out_dir / name))
-            shard_rows = order[bounds[shard_index] : bounds[shard_index + 1]]
-            for start in range(0, len(shard_rows), CHUNK_ROWS):
-                chunk = shard_rows[start : start + CHUNK_ROWS]
-                if spec.image_format == "raw":
-                    writer.write_framed(frame_raw_chunk(images[chunk], labels[chunk], keys[chunk], encoder),
-                                        len(chunk))
-                else:
-                    writer.write_many(encode_chunk(images[chunk], labels[chunk], keys[chunk], spec.image_format,
-                                                   encoder))
-                done += len(chunk)
-                if progress:
-                    progress(done, len(order))
-            writer.close()
+    for written in _run_shard_jobs(jobs, arrays, workers):
+        done += written
+        if progress:
+            progress(done, len(order))
     return names
+
+
+_FORKED_ARRAYS: tuple | None = None
+
+
+def _fork_is_safe() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules
+
+
+def _run_shard_jobs(jobs: list[tuple[Path, np.ndarray]], arrays: tuple, workers: int) -> Iterator[int]:
+    global _FORKED_ARRAYS
+    if workers <= 1 or len(jobs) <= 1 or not _fork_is_safe():
+        for path, shard_rows in jobs:
+            yield write_one_shard(path, shard_rows, *arrays)
+        return
+    _FORKED_ARRAYS = arrays  # inherited by the forked workers, never pickled
+    try:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            yield from pool.map(_write_forked_shard, jobs)
+    finally:
+        _FORKED_ARRAYS = None
+
+
+def _write_forked_shard(job: tuple[Path, np.ndarray]) -> int:
+    assert _FORKED_ARRAYS is not None
+    return write_one_shard(job[0], job[1], *_FORKED_ARRAYS)
+
+
+def write_one_shard(path: Path, shard_rows: np.ndarray, images: np.ndarray, labels: np.ndarray, keys: np.ndarray,
+                    spec: ShardSpec) -> int:
+    encoder = example_encoder(images.shape[1:], spec.image_format)
+    with TFRecordWriter(path) as writer:
+        for start in range(0, len(shard_rows), CHUNK_ROWS):
+            chunk = shard_rows[start : start + CHUNK_ROWS]
+            if spec.image_format == "raw":
+                writer.write_framed(frame_raw_chunk(images[chunk], labels[chunk], keys[chunk], encoder), len(chunk))
+            else:
+                writer.write_many(encode_chunk(images[chunk], labels[chunk], keys[chunk], spec.image_format,
+                                               encoder))
+    return len(shard_rows)
 
 
 CHUNK_ROWS = 1024

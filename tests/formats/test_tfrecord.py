@@ -113,3 +113,31 @@ def test_frame_batch_equals_record_by_record_writing(tmp_path: Path) -> None:
     (tmp_path / "framed").write_bytes(framed)
     decoded = [decode_example(r) for r in read_records(tmp_path / "framed")]
     assert [d["image/class/label"] for d in decoded] == labels and [d["image/key"][0] for d in decoded] == keys
+
+
+def test_shards_written_by_two_processes_equal_one_process(tmp_path: Path) -> None:
+    """In a fresh interpreter (no TensorFlow loaded, so the forked path really runs)."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from pathlib import Path
+import numpy as np
+from tasks.ops.examples import encode_keys
+from tasks.ops.shards import ShardSpec, write_split_shards
+rng = np.random.default_rng(1)
+images = rng.integers(0, 256, (500, 8, 8, 3), dtype=np.uint8)
+labels = rng.integers(0, 300, 500).astype(np.int32)
+keys = encode_keys([f"k/{i}" for i in range(500)])
+out = Path(sys.argv[1])
+for workers in (1, 2):
+    (out / str(workers)).mkdir()
+    write_split_shards(out / str(workers), "train", images, labels, keys, np.arange(500),
+                       ShardSpec("t", num_shards=4), workers=workers)
+assert "tensorflow" not in sys.modules
+"""
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=Path(__file__).parents[2])
+    one, two = sorted((tmp_path / "1").iterdir()), sorted((tmp_path / "2").iterdir())
+    assert [p.name for p in one] == [p.name for p in two] and len(one) == 4
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two, strict=True))
