@@ -43,7 +43,7 @@ def classification_head(
     return keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_NAME)(logits)
 
 
-def conv_bn_relu(
+def conv_bn(
     x: keras.KerasTensor,
     filters: int,
     *,
@@ -52,7 +52,7 @@ def conv_bn_relu(
     name: str,
     weight_decay: float = 0.0,
 ) -> keras.KerasTensor:
-    """Conv (no bias) -> BatchNorm -> ReLU, the block shared by the larger CNNs."""
+    """Conv (no bias, he_normal, optional L2) -> BatchNorm: the unit of every conv block here."""
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
     x = keras.layers.Conv2D(
         filters,
@@ -64,5 +64,18 @@ def conv_bn_relu(
         kernel_regularizer=regularizer,
         name=f"{name}_conv",
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+
+
+def conv_bn_relu(
+    x: keras.KerasTensor,
+    filters: int,
+    *,
+    kernel_size: int = 3,
+    strides: int = 1,
+    name: str,
+    weight_decay: float = 0.0,
+) -> keras.KerasTensor:
+    """Conv (no bias) -> BatchNorm -> ReLU, the block shared by the larger CNNs."""
+    x = conv_bn(x, filters, kernel_size=kernel_size, strides=strides, name=name, weight_decay=weight_decay)
     return keras.layers.ReLU(name=f"{name}_relu")(x)

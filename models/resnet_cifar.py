@@ -8,36 +8,18 @@ from __future__ import annotations
 
 import keras
 
-from models.heads import classification_head, conv_bn_relu, image_input
+from models.heads import classification_head, conv_bn, conv_bn_relu, image_input
 
 
 def _basic_block(
     x: keras.KerasTensor, filters: int, *, strides: int, name: str, weight_decay: float
 ) -> keras.KerasTensor:
-    regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
     shortcut = x
     y = conv_bn_relu(x, filters, strides=strides, name=f"{name}_a", weight_decay=weight_decay)
-    y = keras.layers.Conv2D(
-        filters,
-        3,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        kernel_regularizer=regularizer,
-        name=f"{name}_b_conv",
-    )(y)
-    y = keras.layers.BatchNormalization(name=f"{name}_b_bn")(y)
+    y = conv_bn(y, filters, name=f"{name}_b", weight_decay=weight_decay)
     if strides != 1 or shortcut.shape[-1] != filters:
-        shortcut = keras.layers.Conv2D(
-            filters,
-            1,
-            strides=strides,
-            use_bias=False,
-            kernel_initializer="he_normal",
-            kernel_regularizer=regularizer,
-            name=f"{name}_proj_conv",
-        )(shortcut)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = conv_bn(shortcut, filters, kernel_size=1, strides=strides, name=f"{name}_proj",
+                           weight_decay=weight_decay)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
