@@ -23,6 +23,7 @@ def build_captcha_cnn(
     dropout: float = 0.3,
     weight_decay: float = 0.0,
     pool_last: bool = False,
+    recurrent_units: int = 96,
 ) -> keras.Model:
     """``pool_last=False`` keeps the last block's map (3x10 for 160x60 input) so the per-letter heads still
     see where each letter is; pooling it to 1x5 leaves 640 features for four letters."""
@@ -34,5 +35,16 @@ def build_captcha_cnn(
         is_last = block == len(filters) - 1
         if min(x.shape[1], x.shape[2]) >= 2 and (pool_last or not is_last):
             x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    if recurrent_units:
+        x = column_sequence(x, recurrent_units)
     outputs = classification_head(x, num_classes=num_classes, num_heads=num_heads, dropout=dropout)
     return keras.Model(inputs, outputs, name="captcha_cnn")
+
+
+def column_sequence(features: keras.KerasTensor, units: int) -> keras.KerasTensor:
+    """Read the feature map left to right with a bidirectional GRU, so each letter head can use context
+    from its neighbours (letters of these captchas overlap and shift)."""
+    _, height, width, channels = features.shape
+    columns = keras.layers.Permute((2, 1, 3), name="columns_first")(features)
+    columns = keras.layers.Reshape((width, height * channels), name="columns")(columns)
+    return keras.layers.Bidirectional(keras.layers.GRU(units, return_sequences=True), name="column_gru")(columns)
