@@ -10,7 +10,7 @@ import luigi
 
 from tasks.base import ArtifactTask
 from tasks.datasets import DatasetChain, decode_task
-from tasks.ops.examples import DATASET_JSON, DatasetInfo, load_class_names, load_split
+from tasks.ops.examples import DatasetInfo, load_class_names, load_split
 from tasks.ops.imagedirs import assign_splits, write_image_dirs
 
 
@@ -40,9 +40,3 @@ class ImageDirs(DatasetChain, ArtifactTask):
                     info.folder_style).save(out_dir)
         return {"records": counts}
 
-
-def decoded_dir_of(image_dirs: ImageDirs) -> Path:
-    return image_dirs.requires().artifact_dir
-
-
-__all__ = ["ImageDirs", "decoded_dir_of", "DATASET_JSON"]

@@ -65,18 +65,6 @@ def example_encoder(image_shape: tuple[int, ...], image_format: str) -> ExampleE
     return ExampleEncoder(constant, VARYING_FEATURES)
 
 
-def example_bytes(image: np.ndarray, label: np.ndarray, key: bytes, image_format: str,
-                  encoder: ExampleEncoder | None = None) -> bytes:
-    """One serialized Example in the slim/TFDS schema (DESIGN.md)."""
-    encoder = encoder or example_encoder(image.shape, image_format)
-    labels = label.tolist()
-    return encoder.encode({
-        "image/encoded": encode_image(image, image_format),
-        "image/class/label": labels if isinstance(labels, list) else [labels],
-        "image/key": key,
-    })
-
-
 def write_split_shards(
     out_dir: Path,
     split: str,
@@ -161,15 +149,11 @@ def frame_raw_chunk(images: np.ndarray, labels: np.ndarray, keys: np.ndarray, en
 
 def encode_chunk(images: np.ndarray, labels: np.ndarray, keys: np.ndarray, image_format: str,
                  encoder: ExampleEncoder) -> list[bytes]:
-    """Serialized Examples for a chunk of rows: one bulk copy of the pixels, then cheap slicing."""
+    """Serialized Examples of a chunk of rows, image by image (encoded formats; raw goes through
+    ``frame_raw_chunk``)."""
     label_lists = labels.reshape(len(labels), -1).tolist()
     key_list = keys.tolist()  # fixed-width bytes come back with the NUL padding stripped
-    if image_format == "raw":
-        pixels = np.ascontiguousarray(images).tobytes()
-        size = int(np.prod(images.shape[1:]))
-        encoded = [pixels[i * size : (i + 1) * size] for i in range(len(images))]
-    else:
-        encoded = [encode_image(np.asarray(image), image_format) for image in images]
+    encoded = [encode_image(np.asarray(image), image_format) for image in images]
     encode = encoder.encode
     return [encode({"image/encoded": data, "image/class/label": label, "image/key": key})
             for data, label, key in zip(encoded, label_lists, key_list, strict=True)]

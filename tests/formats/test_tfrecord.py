@@ -141,3 +141,27 @@ assert "tensorflow" not in sys.modules
     one, two = sorted((tmp_path / "1").iterdir()), sorted((tmp_path / "2").iterdir())
     assert [p.name for p in one] == [p.name for p in two] and len(one) == 4
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two, strict=True))
+
+
+def test_png_shards_decode_to_the_source_pixels(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tasks.ops.examples import encode_keys
+    from tasks.ops.shards import ShardSpec, decode_stored_image, write_split_shards
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (20, 6, 5, 3), dtype=np.uint8)
+    keys = encode_keys([f"k/{i}" for i in range(20)])
+    names = write_split_shards(tmp_path, "test", images, np.arange(20, dtype=np.int32), keys, np.arange(20),
+                               ShardSpec("t", "png", num_shards=2))
+    seen = 0
+    for name in names:
+        for record in read_records(tmp_path / name):
+            features = decode_example(record)
+            assert features["image/format"] == [b"png"]
+            row = features["image/class/label"][0]
+            assert features["image/key"] == [f"k/{row}".encode()]
+            np.testing.assert_array_equal(decode_stored_image(features["image/encoded"][0], "png", (6, 5, 3)),
+                                          images[row])
+            seen += 1
+    assert seen == 20
