@@ -45,7 +45,7 @@ class DecodeCifar(DatasetChain, ArtifactTask):
 
     label_mode = luigi.ChoiceParameter(choices=["fine", "coarse"], default="fine",
                                        description="CIFAR-100: train on the 100 fine or the 20 coarse labels")
-    workers = luigi.IntParameter(default=2, significant=False, description="processes decoding batch files")
+    workers = luigi.IntParameter(default=2, significant=False, description="threads decoding batch files")
 
     def requires(self) -> Download:
         return cifar_download(self.dataset, self.source, self.checksum)

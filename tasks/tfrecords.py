@@ -18,13 +18,13 @@ from tasks.ops.shards import ShardSpec, save_dataset_info, write_split_shards
 
 class TFRecords(DatasetChain, ArtifactTask):
     stage = "tfrecords"
-    version = 1
+    version = 2
 
     image_format = luigi.ChoiceParameter(choices=["raw", "png"], default="raw")
     num_shards = luigi.IntParameter(default=0, description="0: from target_shard_mb")
     target_shard_mb = luigi.FloatParameter(default=64.0)
     shuffle_seed = luigi.IntParameter(default=0)
-    workers = luigi.IntParameter(default=2, significant=False, description="processes writing shards")
+    workers = luigi.IntParameter(default=2, significant=False, description="threads writing shards")
 
     def requires(self) -> ArtifactTask:
         return ImageDirs(**self.chain())

@@ -19,6 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from tasks.formats.errors import FormatError, UnsafePickleError
+from tasks.formats.huge_pages import HugePageReader
 
 PICKLE_PROTO_OPCODE = 0x80
 SUPPORTED_PROTOCOLS = range(2, 6)
@@ -103,7 +104,7 @@ def load_restricted(fileobj_or_path: str | Path | IO[bytes], *, path_for_errors:
 def _load_from_stream(fileobj: IO[bytes], where: str) -> Any:
     stream = _check_leading_bytes(fileobj, where)
     try:
-        result = RestrictedUnpickler(stream, path_for_errors=where).load()
+        result = RestrictedUnpickler(HugePageReader(stream), path_for_errors=where).load()
     except FormatError:
         raise
     except _MALFORMED_PICKLE_ERRORS as exc:

@@ -81,13 +81,57 @@ def stable_unit(key: bytes | str, salt: str) -> float:
 
 
 def stable_order(keys: Sequence[bytes | str] | np.ndarray, salt: str) -> np.ndarray:
-    """A deterministic shuffle: indices sorted by a salted hash of each key (the hash ``stable_unit`` uses).
+    """A deterministic shuffle: indices sorted by ``key_hashes`` (a salted 64-bit hash of each key alone), so
+    an example's place depends on its key and the salt, not on the input order or the other examples."""
+    return np.argsort(key_hashes(keys, salt), kind="stable")
 
-    Sorting the 64-bit hash prefixes as integers orders them as ``stable_unit``'s floats do, but one
-    comprehension over bytes keys is ~5x faster than calling it per key.
+
+_FMIX_MULTIPLIERS = (np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
+_SHIFT_33 = np.uint64(33)
+
+
+def _fmix64(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser (every input bit reaches every output bit), in place on uint64."""
+    for multiplier in _FMIX_MULTIPLIERS:
+        values ^= values >> _SHIFT_33
+        values *= multiplier
+    values ^= values >> _SHIFT_33
+    return values
+
+
+def key_hashes(keys: Sequence[bytes | str] | np.ndarray, salt: str) -> np.ndarray:
+    """A salted 64-bit hash of every key, vectorised over the keys (~10x faster than sha256 per key).
+
+    Each key is read as little-endian 8-byte words, zero-padded, up to its last non-zero word:
+    h = seed(salt); h = fmix64(h ^ word) for each of those words; then h = fmix64(h ^ word count).
+    Trailing NUL bytes are padding, as in numpy's ``S`` arrays, so a key hashes the same in an array of any
+    width and whatever the other keys are.
     """
-    key_list = keys.tolist() if isinstance(keys, np.ndarray) else [_as_bytes(k) for k in keys]
-    return np.argsort(np.frombuffer(_salted_digests(key_list, salt), dtype=">u8"), kind="stable")
+    words = _key_words(_fixed_width(keys))
+    word_counts = np.zeros(len(words), dtype=np.uint64)
+    for index in range(words.shape[1]):
+        word_counts[words[:, index] != 0] = index + 1
+    hashes = np.full(len(words), int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "little"), np.uint64)
+    for index in range(int(word_counts.max(initial=0))):
+        hashes = np.where(word_counts > index, _fmix64(hashes ^ words[:, index]), hashes)
+    return _fmix64(hashes ^ word_counts)
+
+
+def _key_words(fixed: np.ndarray) -> np.ndarray:
+    """(N, ceil(width / 8)) little-endian uint64 words of a fixed-width ``S`` array, zero-padded."""
+    count, width = len(fixed), fixed.dtype.itemsize
+    if width % 8 == 0:
+        return fixed.view("<u8").reshape(count, width // 8)
+    raw = np.zeros((count, -(-width // 8) * 8), dtype=np.uint8)
+    raw[:, :width] = fixed.view(np.uint8).reshape(count, width)
+    return raw.view("<u8")
+
+
+def _fixed_width(keys: Sequence[bytes | str] | np.ndarray) -> np.ndarray:
+    if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
+        return np.ascontiguousarray(keys).reshape(-1)
+    encoded = [_as_bytes(key) for key in keys]
+    return np.asarray(encoded, dtype=f"S{max(map(len, encoded), default=1) or 1}")
 
 
 def _as_bytes(key: bytes | str) -> bytes:
@@ -95,7 +139,8 @@ def _as_bytes(key: bytes | str) -> bytes:
 
 
 def _salted_digests(keys: Sequence[bytes], salt: str) -> bytes:
-    """The first 8 bytes of sha256(salt NUL key) of every key, concatenated."""
+    """The first 8 bytes of sha256(salt NUL key) of every key, concatenated (``stable_unit``'s hash: it decides
+    validation and test membership, so it stays fixed)."""
     prefix = salt.encode() + b"\0"
     sha256 = hashlib.sha256
     return b"".join([sha256(prefix + key).digest()[:8] for key in keys])

@@ -1,100 +1,79 @@
-"""CIFAR batch files decoded by several processes, yielded in order. No Luigi, no TensorFlow.
+"""CIFAR batch files decoded with a pool of threads, yielded in order. No Luigi, no TensorFlow.
 
-This process decodes every ``workers``-th batch itself; ``workers - 1`` forked processes decode the others
-straight into slots of a shared anonymous memory map (no pickling of pixels), running up to
-``SLOTS_PER_CHILD`` batches ahead. On 2 vCPUs this halves the decode phase of 60,000 images
-(docs/PERFORMANCE.md). Falls back to one process when fork is unsafe (TensorFlow's threads loaded).
+Threads, not processes: the heavy steps release the GIL (the pickle's 30 MB string is read by ``readinto``,
+the plane interleave is ``cv2.merge``), so pool threads read and check the next files while the consumer's
+thread interleaves the current one, straight into the caller's array if it gives one. The forked design
+this replaced decoded into shared memory that both processes faulted in, 4 KiB at a time: on this VM that
+cost more than the decode itself (docs/PERFORMANCE.md). Threads are also safe with TensorFlow loaded.
 """
 
 from __future__ import annotations
 
-import bisect
-import mmap
-import multiprocessing
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from tasks.formats.cifar import (
-    IMAGE_CHANNELS,
-    IMAGE_SIDE,
-    CifarBatch,
-    CifarSpec,
-    chw_rows_to_hwc,
-    read_cifar_rows,
-    read_spec_batch,
-)
-from tasks.ops.forking import fork_is_safe
-
-SLOTS_PER_CHILD = 2
-SLOT_ROWS = 10_000  # the rows of every official CIFAR batch; larger batches come back pickled instead
-_IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE, IMAGE_CHANNELS)
+from tasks.formats.cifar import CifarBatch, CifarSpec, chw_rows_to_hwc, read_cifar_rows
 
 
-def iter_batches(paths: Sequence[Path], spec: CifarSpec, *, workers: int = 1) -> Iterator[tuple[str, CifarBatch]]:
-    """``(batch file name, batch)`` for each path, in order, decoded by ``workers`` processes.
+def iter_batches(paths: Sequence[Path], spec: CifarSpec, *, workers: int = 1,
+                 images_out: np.ndarray | None = None) -> Iterator[tuple[str, CifarBatch]]:
+    """``(batch file name, batch)`` for each path, in order; ``workers`` threads read and check the files.
 
-    A batch decoded by a forked process is a view of shared memory that is reused once the next batch
-    is requested: consume (copy or write out) each batch before asking for the next one.
+    At most ``workers`` files are read ahead of the batch the caller holds, so memory stays at about
+    ``workers + 1`` batches whatever the number of files. A batch that fails to decode raises its
+    FormatError when its turn comes; the files queued behind it are abandoned.
+
+    ``images_out``, a C-contiguous uint8 (M, 32, 32, 3) array, receives the pixels of all batches in
+    order (batch i in the rows after batch i-1), each yielded batch's ``images`` being a view of its rows:
+    the caller that wants every image in one array gets it with no copy. ValueError if they do not fit.
     """
-    if workers <= 1 or len(paths) <= 1 or not fork_is_safe():
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    start = 0
+    for path, rows in _iter_rows(paths, spec, workers):
+        count = len(rows.images)
+        if images_out is None:
+            images = chw_rows_to_hwc(rows.images)
+        elif start + count > len(images_out):
+            raise ValueError(f"{path}: batch of {count} images overflows images_out ({start} of {len(images_out)} "
+                             "rows used)")
+        else:
+            images = chw_rows_to_hwc(rows.images, images_out[start : start + count])
+        start += count
+        yield path.name, replace(rows, images=images)
+
+
+def _iter_rows(paths: Sequence[Path], spec: CifarSpec, workers: int) -> Iterator[tuple[Path, CifarBatch]]:
+    """``(path, batch with planar rows)`` in order, read by ``workers`` threads (inline for one)."""
+    if workers == 1 or len(paths) <= 1:
         for path in paths:
-            yield path.name, read_spec_batch(path, spec)
+            yield path, _read_rows(path, spec)
         return
-    yield from _iter_forked(list(paths), spec, workers)
+    pending: deque[tuple[Path, Future[CifarBatch]]] = deque()
+    remaining = iter(paths)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cifar-decode") as pool:
+        try:
+            for path in remaining:
+                pending.append((path, pool.submit(_read_rows, path, spec)))
+                if len(pending) == workers:
+                    break
+            while pending:
+                path, future = pending.popleft()
+                rows = future.result()
+                next_path = next(remaining, None)
+                if next_path is not None:
+                    pending.append((next_path, pool.submit(_read_rows, next_path, spec)))
+                yield path, rows
+        finally:
+            for _, future in pending:
+                future.cancel()
 
 
-_SLOTS: np.ndarray | None = None  # (slots, SLOT_ROWS, 32, 32, 3) over shared memory, inherited by the children
-
-
-def _iter_forked(paths: list[Path], spec: CifarSpec, workers: int) -> Iterator[tuple[str, CifarBatch]]:
-    global _SLOTS
-    children = workers - 1
-    num_slots = SLOTS_PER_CHILD * children
-    shared = mmap.mmap(-1, num_slots * SLOT_ROWS * int(np.prod(_IMAGE_SHAPE)))  # anonymous, MAP_SHARED
-    _SLOTS = np.frombuffer(shared, dtype=np.uint8).reshape(num_slots, SLOT_ROWS, *_IMAGE_SHAPE)
-    child_jobs = [index for index in range(len(paths)) if index % workers]
-    pending: deque[tuple[int, int, Future]] = deque()  # (batch index, slot, future), in batch order
-    try:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=children, mp_context=context) as pool:
-            submitted = 0
-            for index, path in enumerate(paths):
-                # Child jobs before ``index`` have been consumed: at most num_slots are in flight or unread.
-                while submitted < len(child_jobs) and submitted - bisect.bisect_left(child_jobs, index) < num_slots:
-                    slot = submitted % num_slots
-                    job = child_jobs[submitted]
-                    pending.append((job, slot, pool.submit(_decode_into_slot, paths[job], spec, slot)))
-                    submitted += 1
-                if index % workers == 0:
-                    yield path.name, read_spec_batch(path, spec)
-                    continue
-                job, slot, future = pending.popleft()
-                if job != index:
-                    raise RuntimeError(f"decoded batch {job} arrived in place of batch {index}")
-                yield path.name, _batch_from_slot(future.result(), slot)
-    finally:
-        _SLOTS = None
-
-
-def _decode_into_slot(path: Path, spec: CifarSpec, slot: int) -> CifarBatch:
-    """In a forked child: decode into the slot when the batch fits, else return the pixels themselves."""
-    assert _SLOTS is not None
-    rows = read_cifar_rows(path, num_classes=spec.num_classes, label_key=spec.label_key,
+def _read_rows(path: Path, spec: CifarSpec) -> CifarBatch:
+    return read_cifar_rows(path, num_classes=spec.num_classes, label_key=spec.label_key,
                            num_coarse_classes=spec.num_coarse_classes)
-    count = len(rows.images)
-    if count > SLOT_ROWS:
-        return replace(rows, images=chw_rows_to_hwc(rows.images))
-    chw_rows_to_hwc(rows.images, _SLOTS[slot, :count])
-    return replace(rows, images=np.empty((count, 0), dtype=np.uint8))  # a placeholder: the pixels are in the slot
-
-
-def _batch_from_slot(batch: CifarBatch, slot: int) -> CifarBatch:
-    if batch.images.ndim == 4:  # too large for a slot: the child sent the pixels
-        return batch
-    assert _SLOTS is not None
-    return replace(batch, images=_SLOTS[slot, : len(batch.images)])

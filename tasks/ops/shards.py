@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from tasks.formats.tfrecord import (
     shard_names,
 )
 from tasks.ops.examples import stable_order
-from tasks.ops.forking import fork_is_safe
 from tasks.ops.images import encode_png
 
 DATASET_INFO_JSON = "dataset_info.json"
@@ -85,8 +83,7 @@ def write_split_shards(
     """Shuffle ``rows`` of a split deterministically (by key hash) and deal them into contiguous shards.
 
     ``images``/``labels``/``keys`` may be memory-mapped: rows are read a chunk at a time, never all at once.
-    With ``workers > 1`` this process and ``workers - 1`` forked ones write the shards (same bytes; serial
-    when fork is unsafe because TensorFlow's threads live in this process).
+    With ``workers > 1`` that many threads write the shards (same bytes as one).
     """
     order = rows[stable_order(keys[rows], f"shuffle:{spec.shuffle_seed}")]
     num_shards = shard_count(len(order), int(np.prod(images.shape[1:])) + 64, spec)
@@ -102,32 +99,21 @@ def write_split_shards(
     return names
 
 
-_FORKED_ARRAYS: tuple | None = None
-
-
 def _run_shard_jobs(jobs: list[tuple[Path, np.ndarray]], arrays: tuple, workers: int) -> Iterator[int]:
-    global _FORKED_ARRAYS
-    if workers <= 1 or len(jobs) <= 1 or not fork_is_safe():
+    """Write every job's shard, ``workers`` at a time on threads (the copies, CRCs and writes release the GIL);
+    yields each shard's record count in job order."""
+    if workers <= 1 or len(jobs) <= 1:
         for path, shard_rows in jobs:
             yield write_one_shard(path, shard_rows, *arrays)
         return
-    _FORKED_ARRAYS = arrays  # inherited by the forked workers, never pickled
-    try:
-        context = multiprocessing.get_context("fork")
-        # This process writes every ``workers``-th shard itself while ``workers - 1`` forked ones write the rest.
-        with ProcessPoolExecutor(max_workers=workers - 1, mp_context=context) as pool:
-            forked = [pool.submit(_write_forked_shard, job) for i, job in enumerate(jobs) if i % workers]
-            for path, shard_rows in jobs[::workers]:
-                yield write_one_shard(path, shard_rows, *arrays)
-            for future in forked:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shard-writer") as pool:
+        futures = [pool.submit(write_one_shard, path, shard_rows, *arrays) for path, shard_rows in jobs]
+        try:
+            for future in futures:
                 yield future.result()
-    finally:
-        _FORKED_ARRAYS = None
-
-
-def _write_forked_shard(job: tuple[Path, np.ndarray]) -> int:
-    assert _FORKED_ARRAYS is not None
-    return write_one_shard(job[0], job[1], *_FORKED_ARRAYS)
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 def write_one_shard(path: Path, shard_rows: np.ndarray, images: np.ndarray, labels: np.ndarray, keys: np.ndarray,

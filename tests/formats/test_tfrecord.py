@@ -115,32 +115,27 @@ def test_frame_batch_equals_record_by_record_writing(tmp_path: Path) -> None:
     assert [d["image/class/label"] for d in decoded] == labels and [d["image/key"][0] for d in decoded] == keys
 
 
-def test_shards_written_by_two_processes_equal_one_process(tmp_path: Path) -> None:
-    """In a fresh interpreter (no TensorFlow loaded, so the forked path really runs)."""
-    import subprocess
-    import sys
+@pytest.mark.parametrize("workers", [2, 3])
+def test_shards_written_by_threads_equal_one_thread(tmp_path: Path, workers: int) -> None:
+    import numpy as np
 
-    script = """
-import sys
-from pathlib import Path
-import numpy as np
-from tasks.ops.examples import encode_keys
-from tasks.ops.shards import ShardSpec, write_split_shards
-rng = np.random.default_rng(1)
-images = rng.integers(0, 256, (500, 8, 8, 3), dtype=np.uint8)
-labels = rng.integers(0, 300, 500).astype(np.int32)
-keys = encode_keys([f"k/{i}" for i in range(500)])
-out = Path(sys.argv[1])
-for workers in (1, 2):
-    (out / str(workers)).mkdir()
-    write_split_shards(out / str(workers), "train", images, labels, keys, np.arange(500),
-                       ShardSpec("t", num_shards=4), workers=workers)
-assert "tensorflow" not in sys.modules
-"""
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=Path(__file__).parents[2])
-    one, two = sorted((tmp_path / "1").iterdir()), sorted((tmp_path / "2").iterdir())
-    assert [p.name for p in one] == [p.name for p in two] and len(one) == 4
-    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two, strict=True))
+    from tasks.ops.examples import encode_keys
+    from tasks.ops.shards import ShardSpec, write_split_shards
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (500, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 300, 500).astype(np.int32)
+    keys = encode_keys([f"k/{i}" for i in range(500)])
+    progress: dict[int, list[int]] = {1: [], workers: []}
+    for count in (1, workers):
+        (tmp_path / str(count)).mkdir()
+        write_split_shards(tmp_path / str(count), "train", images, labels, keys, np.arange(500),
+                           ShardSpec("t", num_shards=5), workers=count,
+                           progress=lambda done, total, c=count: progress[c].append(done))
+    one, many = sorted((tmp_path / "1").iterdir()), sorted((tmp_path / str(workers)).iterdir())
+    assert [p.name for p in one] == [p.name for p in many] and len(one) == 5
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, many, strict=True))
+    assert progress[1] == progress[workers] == [100, 200, 300, 400, 500]
 
 
 def test_png_shards_decode_to_the_source_pixels(tmp_path: Path) -> None:
@@ -203,16 +198,51 @@ def read_records_from_bytes(data: bytes):  # noqa: ANN201 - generator
         yield from read_records(path)
 
 
-def test_stable_order_sorts_by_the_stable_unit_hash_and_ignores_input_order() -> None:
+def reference_key_hash(key: bytes, salt: str) -> int:
+    """``key_hashes`` for one key in plain Python integers, written from its docstring."""
+    import hashlib
+
+    mask = 2**64 - 1
+
+    def fmix64(value: int) -> int:
+        for multiplier in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+            value ^= value >> 33
+            value = (value * multiplier) & mask
+        return value ^ (value >> 33)
+
+    key = key.rstrip(b"\0")
+    words = [int.from_bytes(key[i : i + 8].ljust(8, b"\0"), "little") for i in range(0, len(key), 8)]
+    value = int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "little")
+    for word in words:
+        value = fmix64(value ^ word)
+    return fmix64(value ^ len(words))
+
+
+def test_key_hashes_equal_the_reference_for_keys_of_every_length() -> None:
     import numpy as np
 
-    from tasks.ops.examples import encode_keys, stable_order, stable_unit
+    from tasks.ops.examples import encode_keys, key_hashes
+
+    keys = [b"", b"a", b"k" * 7, b"k" * 8, b"k" * 9, b"train/data_batch_1/00017", "é/ü".encode(), b"x" * 96]
+    expected = [reference_key_hash(key, "shuffle:3") for key in keys]
+    assert key_hashes(encode_keys([k.decode() for k in keys]), "shuffle:3").tolist() == expected
+    # Any array width, str keys, and the company of other keys give the same hashes.
+    assert key_hashes(np.asarray(keys, dtype="S100"), "shuffle:3").tolist() == expected
+    assert key_hashes([k.decode() for k in keys], "shuffle:3").tolist() == expected
+    assert key_hashes(np.asarray(keys[3:4]), "shuffle:3").tolist() == expected[3:4]
+    assert key_hashes(keys, "shuffle:4").tolist() != expected
+
+
+def test_stable_order_sorts_by_key_hash_and_ignores_input_order() -> None:
+    import numpy as np
+
+    from tasks.ops.examples import encode_keys, key_hashes, stable_order
 
     keys = [f"train/{i}" for i in range(2000)]
     order = stable_order(encode_keys(keys), "shuffle:3")
-    by_unit = np.argsort([stable_unit(k, "shuffle:3") for k in keys], kind="stable")
-    np.testing.assert_array_equal(order, by_unit)
-    assert not np.array_equal(order, np.arange(2000)) and sorted(order.tolist()) == list(range(2000))
+    np.testing.assert_array_equal(order, np.argsort(key_hashes(keys, "shuffle:3"), kind="stable"))
+    assert sorted(order.tolist()) == list(range(2000))
+    assert abs(np.corrcoef(order, np.arange(2000))[0, 1]) < 0.1  # shuffled, not merely rotated or reversed
     reversed_keys = keys[::-1]
     assert [reversed_keys[i] for i in stable_order(reversed_keys, "shuffle:3")] == [keys[i] for i in order]
     assert not np.array_equal(stable_order(keys, "shuffle:4"), order)

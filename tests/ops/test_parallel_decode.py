@@ -1,55 +1,18 @@
-"""CIFAR batches decoded by forked processes must equal the serial decode, in order, errors included.
-
-Each check runs in a fresh interpreter: pytest may have TensorFlow loaded, and then iter_batches (rightly)
-refuses to fork and decodes serially, which would test nothing.
-"""
+"""CIFAR batches decoded by a thread pool must equal the serial decode, in order, errors included."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tasks.formats.cifar import CIFAR100, write_cifar_batch
-
-REPO = Path(__file__).resolve().parents[2]
-SIZES = [7, 10, 3, 12, 5, 9, 1]  # the 12-row batch does not fit a slot of 10 rows: sent back pickled
-
-SCRIPT = """
-import json, sys
-from pathlib import Path
-import numpy as np
 import tasks.ops.parallel_decode as parallel
-from tasks.formats.cifar import CIFAR100
+from tasks.formats.cifar import CIFAR100, write_cifar_batch
 from tasks.formats.errors import FormatError
 
-parallel.SLOT_ROWS = 10
-paths = [Path(p) for p in json.loads(sys.argv[1])]
-workers = int(sys.argv[2])
-result = {"names": [], "labels": [], "coarse": [], "images": [], "error": None, "forked": False}
-import multiprocessing
-try:
-    for name, batch in parallel.iter_batches(paths, CIFAR100, workers=workers):
-        result["names"].append(name)
-        result["labels"].append(batch.labels.tolist())
-        result["coarse"].append(batch.coarse_labels.tolist())
-        result["images"].append(np.asarray(batch.images).tolist())  # consumed before the next batch
-        result["forked"] = result["forked"] or bool(multiprocessing.active_children())
-except FormatError as exc:
-    result["error"] = str(exc)
-assert "tensorflow" not in sys.modules
-print(json.dumps(result))
-"""
-
-
-def decode(paths: list[Path], workers: int) -> dict:
-    completed = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps([str(p) for p in paths]), str(workers)],
-                               check=True, capture_output=True, text=True, cwd=REPO)
-    return json.loads(completed.stdout)
+SIZES = [7, 10, 3, 12, 5, 9, 1]
 
 
 def make_batches(directory: Path) -> tuple[list[Path], list[np.ndarray]]:
@@ -65,21 +28,67 @@ def make_batches(directory: Path) -> tuple[list[Path], list[np.ndarray]]:
     return paths, images
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-def test_forked_decode_equals_serial_decode_in_order(tmp_path: Path, workers: int) -> None:
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_threaded_decode_equals_serial_decode_in_order(tmp_path: Path, workers: int) -> None:
     paths, images = make_batches(tmp_path)
-    serial, parallel = decode(paths, 1), decode(paths, workers)
-    assert parallel["forked"] and not serial["forked"]
-    assert parallel["names"] == serial["names"] == [p.name for p in paths]
-    assert parallel["labels"] == serial["labels"] and parallel["coarse"] == serial["coarse"]
-    for got, want in zip(parallel["images"], images, strict=True):
-        np.testing.assert_array_equal(np.asarray(got, dtype=np.uint8).reshape(want.shape), want)
+    serial = list(parallel.iter_batches(paths, CIFAR100, workers=1))
+    threaded = list(parallel.iter_batches(paths, CIFAR100, workers=workers))  # every batch kept: none is reused
+    assert [name for name, _ in threaded] == [name for name, _ in serial] == [p.name for p in paths]
+    for (_, got), (_, want), pixels in zip(threaded, serial, images, strict=True):
+        np.testing.assert_array_equal(got.images, pixels)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_array_equal(got.coarse_labels, want.coarse_labels)
 
 
-def test_a_bad_batch_in_a_forked_process_raises_its_error(tmp_path: Path) -> None:
+def test_decoding_runs_on_pool_threads_at_most_workers_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths, _ = make_batches(tmp_path)
+    started: list[str] = []
+    threads: set[str] = set()
+
+    read_rows = parallel._read_rows
+
+    def recording_read(path: Path, spec: object) -> object:
+        started.append(path.name)
+        threads.add(threading.current_thread().name)
+        return read_rows(path, spec)
+
+    monkeypatch.setattr(parallel, "_read_rows", recording_read)
+    batches = parallel.iter_batches(paths, CIFAR100, workers=2)
+    first_name, _ = next(batches)
+    assert first_name == "batch_0"
+    assert len(started) <= 3  # batch 0 (held by the caller) and at most two decoded ahead
+    assert [name for name, _ in batches] == [p.name for p in paths[1:]]
+    assert all(name.startswith("cifar-decode") for name in threads)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_images_out_receives_every_batch_in_order(tmp_path: Path, workers: int) -> None:
+    paths, images = make_batches(tmp_path)
+    out = np.full((sum(SIZES) + 4, 32, 32, 3), 77, dtype=np.uint8)
+    yielded = [batch.images for _, batch in parallel.iter_batches(paths, CIFAR100, workers=workers, images_out=out)]
+    np.testing.assert_array_equal(out[: sum(SIZES)], np.concatenate(images))
+    assert (out[sum(SIZES) :] == 77).all()
+    assert all(np.shares_memory(view, out) for view in yielded)
+
+
+def test_images_out_too_small_is_an_error(tmp_path: Path) -> None:
+    paths, _ = make_batches(tmp_path)
+    out = np.empty((sum(SIZES[:3]) + 1, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="batch_3.*overflows images_out"):
+        list(parallel.iter_batches(paths, CIFAR100, workers=2, images_out=out))
+
+
+def test_a_bad_batch_raises_its_error_in_turn(tmp_path: Path) -> None:
     paths, _ = make_batches(tmp_path)
     data = paths[3].read_bytes()
-    paths[3].write_bytes(data[: len(data) // 2])  # batch 3 is decoded by the child when workers=2
-    result = decode(paths, 2)
-    assert result["names"] == [p.name for p in paths[:3]]
-    assert result["error"] is not None and "batch_3" in result["error"] and "truncated" in result["error"]
+    paths[3].write_bytes(data[: len(data) // 2])
+    names = []
+    with pytest.raises(FormatError, match="batch_3.*truncated"):
+        for name, _ in parallel.iter_batches(paths, CIFAR100, workers=2):
+            names.append(name)
+    assert names == [p.name for p in paths[:3]]
+
+
+def test_workers_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="workers"):
+        list(parallel.iter_batches([tmp_path / "x"], CIFAR100, workers=0))
