@@ -9,6 +9,7 @@ cost more than the decode itself (docs/PERFORMANCE.md). Threads are also safe wi
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,9 +23,9 @@ from tasks.formats.cifar import CifarBatch, CifarSpec, chw_rows_to_hwc, read_cif
 
 def iter_batches(paths: Sequence[Path], spec: CifarSpec, *, workers: int = 1,
                  images_out: np.ndarray | None = None) -> Iterator[tuple[str, CifarBatch]]:
-    """``(batch file name, batch)`` for each path, in order; ``workers`` threads read and check the files.
+    """``(batch file name, batch)`` for each path, in order, decoded by ``workers`` threads.
 
-    At most ``workers`` files are read ahead of the batch the caller holds, so memory stays at about
+    At most ``workers`` files are decoded ahead of the batch the caller holds, so memory stays at about
     ``workers + 1`` batches whatever the number of files. A batch that fails to decode raises its
     FormatError when its turn comes; the files queued behind it are abandoned.
 
@@ -34,46 +35,84 @@ def iter_batches(paths: Sequence[Path], spec: CifarSpec, *, workers: int = 1,
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    start = 0
-    for path, rows in _iter_rows(paths, spec, workers):
-        count = len(rows.images)
-        if images_out is None:
-            images = chw_rows_to_hwc(rows.images)
-        elif start + count > len(images_out):
-            raise ValueError(f"{path}: batch of {count} images overflows images_out ({start} of {len(images_out)} "
-                             "rows used)")
-        else:
-            images = chw_rows_to_hwc(rows.images, images_out[start : start + count])
-        start += count
-        yield path.name, replace(rows, images=images)
-
-
-def _iter_rows(paths: Sequence[Path], spec: CifarSpec, workers: int) -> Iterator[tuple[Path, CifarBatch]]:
-    """``(path, batch with planar rows)`` in order, read by ``workers`` threads (inline for one)."""
+    placement = _Placement(images_out)
     if workers == 1 or len(paths) <= 1:
-        for path in paths:
-            yield path, _read_rows(path, spec)
+        for index, path in enumerate(paths):
+            yield path.name, _decode(path, spec, placement, index)
         return
     pending: deque[tuple[Path, Future[CifarBatch]]] = deque()
-    remaining = iter(paths)
+    remaining = enumerate(paths)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cifar-decode") as pool:
         try:
-            for path in remaining:
-                pending.append((path, pool.submit(_read_rows, path, spec)))
+            for index, path in remaining:
+                pending.append((path, pool.submit(_decode, path, spec, placement, index)))
                 if len(pending) == workers:
                     break
             while pending:
                 path, future = pending.popleft()
-                rows = future.result()
-                next_path = next(remaining, None)
-                if next_path is not None:
-                    pending.append((next_path, pool.submit(_read_rows, next_path, spec)))
-                yield path, rows
+                batch = future.result()
+                for index, next_path in remaining:
+                    pending.append((next_path, pool.submit(_decode, next_path, spec, placement, index)))
+                    break
+                yield path.name, batch
         finally:
+            placement.abandon()
             for _, future in pending:
                 future.cancel()
 
 
-def _read_rows(path: Path, spec: CifarSpec) -> CifarBatch:
-    return read_cifar_rows(path, num_classes=spec.num_classes, label_key=spec.label_key,
-                           num_coarse_classes=spec.num_coarse_classes)
+class _Placement:
+    """Where each batch's pixels go: a new array, or the rows of ``images_out`` after the previous batch's.
+
+    Batch i learns its first row once batch i-1 has been read (its row count is known), not once it has
+    been interleaved, so threads interleave their batches at the same time. Jobs start in batch order on a
+    FIFO pool, so the batch waited for is always already running or done.
+    """
+
+    def __init__(self, images_out: np.ndarray | None) -> None:
+        self.images_out = images_out
+        self._ends: dict[int, Future[int]] = {}
+        self._lock = threading.Lock()
+
+    def _end_of(self, index: int) -> Future[int]:
+        with self._lock:
+            return self._ends.setdefault(index, Future())
+
+    def rows_for(self, path: Path, index: int, count: int) -> np.ndarray | None:
+        """The destination of batch ``index``'s ``count`` images (None: a new array)."""
+        if self.images_out is None:
+            return None
+        end = self._end_of(index)
+        try:
+            start = 0 if index == 0 else self._end_of(index - 1).result()
+            if start + count > len(self.images_out):
+                raise ValueError(f"{path}: batch of {count} images overflows images_out ({start} of "
+                                 f"{len(self.images_out)} rows used)")
+        except BaseException as exc:
+            end.set_exception(exc)  # the batches behind this one fail too instead of waiting forever
+            raise
+        end.set_result(start + count)
+        return self.images_out[start : start + count]
+
+    def fail_from(self, index: int, exc: BaseException) -> None:
+        end = self._end_of(index)
+        if not end.done():
+            end.set_exception(exc)
+
+    def abandon(self) -> None:
+        with self._lock:
+            ends = list(self._ends.values())
+        for end in ends:
+            if not end.done():
+                end.set_exception(RuntimeError("decoding abandoned"))
+
+
+def _decode(path: Path, spec: CifarSpec, placement: _Placement, index: int) -> CifarBatch:
+    try:
+        rows = read_cifar_rows(path, num_classes=spec.num_classes, label_key=spec.label_key,
+                               num_coarse_classes=spec.num_coarse_classes)
+    except BaseException as exc:
+        placement.fail_from(index, exc)
+        raise
+    destination = placement.rows_for(path, index, len(rows.images))
+    return replace(rows, images=chw_rows_to_hwc(rows.images, destination))

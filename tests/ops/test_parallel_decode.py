@@ -45,14 +45,14 @@ def test_decoding_runs_on_pool_threads_at_most_workers_ahead(tmp_path: Path, mon
     started: list[str] = []
     threads: set[str] = set()
 
-    read_rows = parallel._read_rows
+    read_rows = parallel.read_cifar_rows
 
-    def recording_read(path: Path, spec: object) -> object:
+    def recording_read(path: Path, **kwargs: object) -> object:
         started.append(path.name)
         threads.add(threading.current_thread().name)
-        return read_rows(path, spec)
+        return read_rows(path, **kwargs)
 
-    monkeypatch.setattr(parallel, "_read_rows", recording_read)
+    monkeypatch.setattr(parallel, "read_cifar_rows", recording_read)
     batches = parallel.iter_batches(paths, CIFAR100, workers=2)
     first_name, _ = next(batches)
     assert first_name == "batch_0"
@@ -78,15 +78,28 @@ def test_images_out_too_small_is_an_error(tmp_path: Path) -> None:
         list(parallel.iter_batches(paths, CIFAR100, workers=2, images_out=out))
 
 
-def test_a_bad_batch_raises_its_error_in_turn(tmp_path: Path) -> None:
-    paths, _ = make_batches(tmp_path)
+@pytest.mark.parametrize("with_out", [False, True])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_bad_batch_raises_its_error_in_turn(tmp_path: Path, workers: int, with_out: bool) -> None:
+    paths, images = make_batches(tmp_path)
     data = paths[3].read_bytes()
     paths[3].write_bytes(data[: len(data) // 2])
+    out = np.zeros((sum(SIZES), 32, 32, 3), dtype=np.uint8) if with_out else None
     names = []
     with pytest.raises(FormatError, match="batch_3.*truncated"):
-        for name, _ in parallel.iter_batches(paths, CIFAR100, workers=2):
+        for name, batch in parallel.iter_batches(paths, CIFAR100, workers=workers, images_out=out):
+            np.testing.assert_array_equal(batch.images, images[len(names)])
             names.append(name)
     assert names == [p.name for p in paths[:3]]
+
+
+def test_leaving_early_stops_the_pool(tmp_path: Path) -> None:
+    paths, images = make_batches(tmp_path)
+    out = np.zeros((sum(SIZES), 32, 32, 3), dtype=np.uint8)
+    batches = parallel.iter_batches(paths, CIFAR100, workers=3, images_out=out)
+    np.testing.assert_array_equal(next(batches)[1].images, images[0])
+    batches.close()  # a consumer that stops after one batch: no thread is left waiting
+    assert not [t for t in threading.enumerate() if t.name.startswith("cifar-decode")]
 
 
 def test_workers_must_be_positive(tmp_path: Path) -> None:
