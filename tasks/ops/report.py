@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from tasks.ops.plot_text import drawable_label  # noqa: E402
+
 MAX_TICK_LABELED_CLASSES = 40
 MAX_HTML_CONFUSION_CLASSES = 20
 
@@ -162,8 +164,9 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]] | np.ndarray, class_names:
         ax.set_ylabel("true")
         ax.set_title("Confusion matrix")
         if n <= MAX_TICK_LABELED_CLASSES:
-            ax.set_xticks(range(n), labels=class_names, rotation=90 if n > 10 else 45, ha="right")
-            ax.set_yticks(range(n), labels=class_names)
+            tick_labels = [drawable_label(name) for name in class_names]
+            ax.set_xticks(range(n), labels=tick_labels, rotation=90 if n > 10 else 45, ha="right")
+            ax.set_yticks(range(n), labels=tick_labels)
         else:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -254,10 +257,11 @@ def _misclassified_indices(y_true: np.ndarray, y_pred: np.ndarray) -> list[int]:
 
 
 def _label_text(label: np.ndarray | int, class_names: list[str]) -> str:
+    """A label's class name (joined over heads), spelled so the plot's fonts can draw it."""
     label = np.asarray(label)
     if label.ndim == 0:
-        return class_names[int(label)]
-    return "".join(class_names[int(i)] for i in label)
+        return drawable_label(class_names[int(label)])
+    return drawable_label("".join(class_names[int(i)] for i in label))
 
 
 def _show_image(ax: Any, image: np.ndarray) -> None:
