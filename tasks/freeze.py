@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from tasks.train import MODEL_FILE, Train
 
 class Freeze(DatasetChain, ArtifactTask):
     stage = "freeze"
-    version = 1
+    version = 2
 
     top_k = luigi.IntParameter(default=3)
     tolerance = luigi.FloatParameter(default=1e-5)
@@ -46,4 +47,5 @@ class Freeze(DatasetChain, ArtifactTask):
         max_diff = verify_exported(out_dir, model, encoded, image_shape=image_shape, tolerance=self.tolerance)
         evaluation = self.requires()["evaluate"]
         return {"max_abs_diff": max_diff, "verified_images": len(encoded), "model_dir": ".",
-                "report_html": str(evaluation.artifact_dir / "report.html")}
+                # Relative to this artifact, as every manifest path is: right with a relative artifact root too.
+                "report_html": os.path.relpath(evaluation.artifact_dir / "report.html", self.artifact_dir)}

@@ -78,12 +78,23 @@ def test_every_stage_leaves_its_outputs_and_manifest(tiny_run: Path) -> None:
     assert freeze_manifest["max_abs_diff"] <= 1e-5 and freeze_manifest["verified_images"] > 0
 
 
-def test_finished_pipeline_reruns_as_no_op(tiny_run: Path) -> None:
+def test_finished_pipeline_reruns_as_no_op(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
     stamps = {p: (p / "MANIFEST.json").stat().st_mtime_ns for s in STAGES for p in artifact_dirs(tiny_run, s)}
+    capsys.readouterr()
     with isolated_luigi_config(tiny_run):
         assert cli.main(["run", "captcha", "--artifacts", str(tiny_run), *TINY]) == 0
     assert {p: (p / "MANIFEST.json").stat().st_mtime_ns for p in stamps} == stamps
     assert sum(len(artifact_dirs(tiny_run, s)) for s in STAGES) == len(STAGES)
+    printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
+    assert Path(printed["report"]) == (only(tiny_run, "evaluate") / "report.html").resolve()
+    assert Path(printed["model"]) == only(tiny_run, "freeze").resolve()
+
+
+def test_the_frozen_model_names_its_report_relative_to_itself(tiny_run: Path) -> None:
+    frozen = only(tiny_run, "freeze")
+    report = json.loads((frozen / "MANIFEST.json").read_text())["report_html"]
+    assert not Path(report).is_absolute()  # survives moving the artifact root, works with a relative one
+    assert (frozen / report).resolve() == (only(tiny_run, "evaluate") / "report.html").resolve()
 
 
 def keras_texts(model_path: Path, pngs: list[Path]) -> list[str]:
