@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from tasks.formats.errors import FormatError
+from tasks.formats.py2_pickle import dumps_python2
 from tasks.formats.safe_pickle import load_restricted
 
 IMAGE_SIDE = 32
@@ -373,11 +374,15 @@ def write_cifar_batch(
     coarse_labels: Sequence[int] | np.ndarray | None = None,
     batch_label: str = "training batch 1 of 1",
     filenames: Sequence[str] | None = None,
+    python2: bool = False,
 ) -> None:
-    """Write one batch in the real on-disk layout (bytes keys, (N, 3072) planar uint8 ``b'data'``)."""
+    """Write one batch in the real on-disk layout (bytes keys, (N, 3072) planar uint8 ``b'data'``).
+
+    ``python2``: byte for byte the official files' pickle layout (protocol 2 with BINSTRINGs, see
+    ``py2_pickle``) instead of Python 3's pickle at ``protocol``.
+    """
     batch = _batch_dict(images_hwc_uint8, labels, spec, coarse_labels, batch_label, filenames)
-    with open(path, "wb") as f:
-        pickle.dump(batch, f, protocol=protocol)
+    Path(path).write_bytes(dumps_python2(batch) if python2 else pickle.dumps(batch, protocol=protocol))
 
 
 def _meta_dict(
@@ -452,7 +457,7 @@ def write_cifar_archive(
         source[f"{split}_images"], source[f"{split}_labels"] = images, labels
         source[f"{split}_coarse_labels"] = coarse
         members.extend(_split_members(spec, split, images, labels, coarse))
-    members.append((spec.meta_file, pickle.dumps(_meta_dict(spec, None, None), protocol=2)))
+    members.append((spec.meta_file, dumps_python2(_meta_dict(spec, None, None))))
     if spec.coarse_label_key is None:
         members.append(
             (
@@ -480,7 +485,7 @@ def _split_members(
             f"{what} batch {i + 1} of {len(names)}",
             None,
         )
-        yield name, pickle.dumps(batch, protocol=2)
+        yield name, dumps_python2(batch)  # the official archives hold Python 2 pickles
 
 
 def _write_tar_gz(path: Path, top_folder: str, members: list[tuple[str, bytes]]) -> None:
