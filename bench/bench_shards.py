@@ -1,6 +1,6 @@
 """Benchmark: CIFAR decode + TFRecord shard writing, against the seeds' approach, in the same run.
 
-    .venv/bin/python bench/bench_shards.py --images 60000 --repeats 5
+    .venv/bin/python bench/bench_shards.py --images 60000 --repeats 9
 
 Baseline (the seeds): for each image of each pickle batch, PNG-encode it, build one ``tf.train.Example``
 and write it with ``tf.io.TFRecordWriter``, single thread. tfpipe: the restricted-pickle decode
@@ -171,6 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=60_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before each write measurement")
     parser.add_argument("--child", choices=sorted(METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -183,6 +184,11 @@ def main() -> None:
         make_batches(root, args.images)
         for _ in range(args.repeats):
             for name in METHODS:
+                if not name.startswith("read"):
+                    # Memory freed a few seconds ago goes back to this VM's host (free page reporting) and is
+                    # slow to touch again (docs/PERFORMANCE.md): every write measurement starts equally cold,
+                    # not warmer because it follows a short child.
+                    time.sleep(args.settle)
                 for measure_name, rate in measure(name, root).items():
                     results.setdefault((name, measure_name), []).append(rate)
     median = {k: statistics.median(v) for k, v in results.items()}
