@@ -14,7 +14,7 @@ import io
 import pickle
 import tarfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,24 +160,11 @@ def _decode_text(value: Any, path: Path, key: str, index: int) -> str:
 
 
 def read_cifar_batch(
-    path: str | Path,
-    *,
-    num_classes: int,
-    label_key: str = "labels",
-    num_coarse_classes: int | None = None,
-    images_out: np.ndarray | None = None,
+    path: str | Path, *, num_classes: int, label_key: str = "labels", num_coarse_classes: int | None = None
 ) -> CifarBatch:
-    """Read and schema-check one batch file; every violation raises FormatError naming file and key.
-
-    ``images_out`` (a preallocated uint8 (M, 32, 32, 3) buffer, M >= the batch's rows) receives the pixels
-    in its first rows instead of a new array.
-    """
+    """Read and schema-check one batch file; every violation raises FormatError naming file and key."""
     rows = read_cifar_rows(path, num_classes=num_classes, label_key=label_key, num_coarse_classes=num_coarse_classes)
-    count = rows.images.shape[0]
-    if images_out is not None and len(images_out) < count:
-        raise ValueError(f"{path}: {count} images do not fit a buffer of {len(images_out)} rows")
-    images = chw_rows_to_hwc(rows.images, None if images_out is None else images_out[:count])
-    return CifarBatch(images=images, labels=rows.labels, coarse_labels=rows.coarse_labels, filenames=rows.filenames)
+    return replace(rows, images=chw_rows_to_hwc(rows.images))
 
 
 def read_cifar_rows(
@@ -323,9 +310,15 @@ def split_batch_paths(root: str | Path, spec: CifarSpec, split: str) -> list[Pat
     return paths
 
 
-def read_spec_batch(path: Path, spec: CifarSpec, images_out: np.ndarray | None = None) -> CifarBatch:
-    return read_cifar_batch(path, num_classes=spec.num_classes, label_key=spec.label_key,
-                            num_coarse_classes=spec.num_coarse_classes, images_out=images_out)
+def read_spec_rows(path: Path, spec: CifarSpec) -> CifarBatch:
+    """``read_cifar_rows`` with the label keys and class counts of ``spec``."""
+    return read_cifar_rows(path, num_classes=spec.num_classes, label_key=spec.label_key,
+                           num_coarse_classes=spec.num_coarse_classes)
+
+
+def read_spec_batch(path: Path, spec: CifarSpec) -> CifarBatch:
+    rows = read_spec_rows(path, spec)
+    return replace(rows, images=chw_rows_to_hwc(rows.images))
 
 
 def iter_split(root: str | Path, spec: CifarSpec, split: str) -> Iterator[tuple[str, CifarBatch]]:

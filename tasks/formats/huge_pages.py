@@ -48,13 +48,14 @@ def advise_huge_pages(buffer: memoryview | bytearray) -> bool:
     Only whole huge pages inside the buffer are advised, so no neighbouring memory is touched. Returns
     whether advice was given (False on small buffers, read-only ones, or platforms without THP).
     """
-    if _madvise is None or len(buffer) < ADVISE_FROM_BYTES:
+    size = memoryview(buffer).nbytes
+    if _madvise is None or size < ADVISE_FROM_BYTES:
         return False
     try:
         address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
     except TypeError:  # read-only buffer
         return False
-    start, length = huge_page_span(address, len(buffer) * memoryview(buffer).itemsize)
+    start, length = huge_page_span(address, size)
     return length > 0 and _madvise(start, length, _MADV_HUGEPAGE) == 0
 
 

@@ -77,7 +77,8 @@ def load_class_names(directory: Path) -> list[str]:
 
 def stable_unit(key: bytes | str, salt: str) -> float:
     """A number in [0, 1) fixed by the example key alone: adding data never moves existing examples."""
-    return int.from_bytes(_salted_digests([_as_bytes(key)], salt), "big") / 2**64
+    digest = hashlib.sha256(salt.encode() + b"\0" + _as_bytes(key)).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def stable_order(keys: Sequence[bytes | str] | np.ndarray, salt: str) -> np.ndarray:
@@ -136,11 +137,3 @@ def _fixed_width(keys: Sequence[bytes | str] | np.ndarray) -> np.ndarray:
 
 def _as_bytes(key: bytes | str) -> bytes:
     return key.encode() if isinstance(key, str) else bytes(key)
-
-
-def _salted_digests(keys: Sequence[bytes], salt: str) -> bytes:
-    """The first 8 bytes of sha256(salt NUL key) of every key, concatenated (``stable_unit``'s hash: it decides
-    validation and test membership, so it stays fixed)."""
-    prefix = salt.encode() + b"\0"
-    sha256 = hashlib.sha256
-    return b"".join([sha256(prefix + key).digest()[:8] for key in keys])

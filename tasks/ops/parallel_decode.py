@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.formats.cifar import CifarBatch, CifarSpec, chw_rows_to_hwc, read_cifar_rows
+from tasks.formats.cifar import CifarBatch, CifarSpec, chw_rows_to_hwc, read_spec_rows
 
 
 def iter_batches(paths: Sequence[Path], spec: CifarSpec, *, workers: int = 1,
@@ -51,9 +51,10 @@ def iter_batches(paths: Sequence[Path], spec: CifarSpec, *, workers: int = 1,
             while pending:
                 path, future = pending.popleft()
                 batch = future.result()
-                for index, next_path in remaining:
-                    pending.append((next_path, pool.submit(_decode, next_path, spec, placement, index)))
-                    break
+                following = next(remaining, None)
+                if following is not None:
+                    next_index, next_path = following
+                    pending.append((next_path, pool.submit(_decode, next_path, spec, placement, next_index)))
                 yield path.name, batch
         finally:
             placement.abandon()
@@ -66,17 +67,28 @@ class _Placement:
 
     Batch i learns its first row once batch i-1 has been read (its row count is known), not once it has
     been interleaved, so threads interleave their batches at the same time. Jobs start in batch order on a
-    FIFO pool, so the batch waited for is always already running or done.
+    FIFO pool, so the batch waited for is always already running or done. A batch that fails, or an
+    abandoned run, settles the batches behind it with the error instead of leaving them waiting.
     """
 
     def __init__(self, images_out: np.ndarray | None) -> None:
         self.images_out = images_out
-        self._ends: dict[int, Future[int]] = {}
+        self._ends: dict[int, Future[int]] = {}  # batch index -> the row after its last one
         self._lock = threading.Lock()
 
     def _end_of(self, index: int) -> Future[int]:
         with self._lock:
             return self._ends.setdefault(index, Future())
+
+    def _settle(self, end: Future[int], *, rows: int | None = None, error: BaseException | None = None) -> None:
+        """Set ``end`` unless something settled it first (an abandoned run settles every open end)."""
+        with self._lock:
+            if end.done():
+                return
+            if error is not None:
+                end.set_exception(error)
+            else:
+                end.set_result(rows)
 
     def rows_for(self, path: Path, index: int, count: int) -> np.ndarray | None:
         """The destination of batch ``index``'s ``count`` images (None: a new array)."""
@@ -89,30 +101,27 @@ class _Placement:
                 raise ValueError(f"{path}: batch of {count} images overflows images_out ({start} of "
                                  f"{len(self.images_out)} rows used)")
         except BaseException as exc:
-            end.set_exception(exc)  # the batches behind this one fail too instead of waiting forever
+            self._settle(end, error=exc)
             raise
-        end.set_result(start + count)
+        self._settle(end, rows=start + count)
         return self.images_out[start : start + count]
 
-    def fail_from(self, index: int, exc: BaseException) -> None:
-        end = self._end_of(index)
-        if not end.done():
-            end.set_exception(exc)
+    def fail(self, index: int, error: BaseException) -> None:
+        if self.images_out is not None:
+            self._settle(self._end_of(index), error=error)
 
     def abandon(self) -> None:
         with self._lock:
             ends = list(self._ends.values())
         for end in ends:
-            if not end.done():
-                end.set_exception(RuntimeError("decoding abandoned"))
+            self._settle(end, error=RuntimeError("decoding abandoned"))
 
 
 def _decode(path: Path, spec: CifarSpec, placement: _Placement, index: int) -> CifarBatch:
     try:
-        rows = read_cifar_rows(path, num_classes=spec.num_classes, label_key=spec.label_key,
-                               num_coarse_classes=spec.num_coarse_classes)
+        rows = read_spec_rows(path, spec)
     except BaseException as exc:
-        placement.fail_from(index, exc)
+        placement.fail(index, exc)
         raise
     destination = placement.rows_for(path, index, len(rows.images))
     return replace(rows, images=chw_rows_to_hwc(rows.images, destination))

@@ -45,14 +45,14 @@ def test_decoding_runs_on_pool_threads_at_most_workers_ahead(tmp_path: Path, mon
     started: list[str] = []
     threads: set[str] = set()
 
-    read_rows = parallel.read_cifar_rows
+    read_rows = parallel.read_spec_rows
 
-    def recording_read(path: Path, **kwargs: object) -> object:
+    def recording_read(path: Path, spec: object) -> object:
         started.append(path.name)
         threads.add(threading.current_thread().name)
-        return read_rows(path, **kwargs)
+        return read_rows(path, spec)
 
-    monkeypatch.setattr(parallel, "read_cifar_rows", recording_read)
+    monkeypatch.setattr(parallel, "read_spec_rows", recording_read)
     batches = parallel.iter_batches(paths, CIFAR100, workers=2)
     first_name, _ = next(batches)
     assert first_name == "batch_0"
