@@ -31,8 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.formats.gnt import count_gnt_samples, encode_sample, iter_gnt  # noqa: E402
+from tasks.formats.gnt import count_gnt_samples, iter_gnt  # noqa: E402
 from tasks.ops.images import fit_to_square  # noqa: E402
+from tests.fakes.gnt import encode_sample  # noqa: E402
 
 FILE_MB = 24  # real HWDB1.1 files are 10-27 MB each
 POOL_SIZE = 512

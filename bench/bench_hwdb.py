@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/bench_hwdb.py --files 2 8 --chars 300 --per-char 6 --image-size 64
 
-For each ``--files`` value a fake HWDB1.1 set (``tasks.ops.hwdb_fake``, real ``.gnt`` bytes, that many
+For each ``--files`` value a fake HWDB1.1 set (``tests.fakes.hwdb``, real ``.gnt`` bytes, that many
 train files plus one test file) is generated, then decoded by ``DecodeHwdb`` in a fresh subprocess under
 Luigi's local scheduler, which reports wall time and peak RSS (``ru_maxrss``). Peak RSS should stay flat
 as the input grows: the stage streams file by file and appends in chunks.
@@ -63,7 +63,7 @@ def child(source: Path, artifacts: Path, image_size: int) -> None:
 
 
 def measure(files: int, chars: str, per_char: int, image_size: int, workdir: Path) -> dict[str, float]:
-    from tasks.ops.hwdb_fake import write_fake_hwdb
+    from tests.fakes.hwdb import write_fake_hwdb
 
     source = workdir / f"src-{files}"
     fake = write_fake_hwdb(source, chars=chars, train_files=files, test_files=1, per_char_per_file=per_char)

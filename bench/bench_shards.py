@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +25,14 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tasks and the test-support fakes (tests.fakes) import from the repo root
 
 
 def make_batches(directory: Path, total: int) -> list[Path]:
     """Six batches of fake images in ``directory`` (protocol 4) and the same batches in ``directory/py2`` in the
     official files' Python 2 layout; ``counts.json`` beside each set."""
-    from tasks.formats.cifar import CIFAR10, fake_cifar_images, write_cifar_batch
+    from tasks.formats.cifar import CIFAR10
+    from tests.fakes.cifar import fake_cifar_images, write_cifar_batch
 
     rng = np.random.default_rng(0)
     (directory / "py2").mkdir()

@@ -17,6 +17,7 @@ from models.hwdb_cnn import build_hwdb_cnn, build_hwdb_cnn_large
 from models.lenet5 import build_lenet5
 from models.mlp import build_mlp
 from models.resnet_cifar import build_resnet_cifar
+from models.small_cnn import build_small_cnn
 
 MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "mlp": build_mlp,
@@ -25,6 +26,7 @@ MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "hwdb_cnn_large": build_hwdb_cnn_large,
     "captcha_cnn": build_captcha_cnn,
     "resnet_cifar": build_resnet_cifar,
+    "small_cnn": build_small_cnn,
 }
 
 

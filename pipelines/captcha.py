@@ -1,7 +1,6 @@
 """The captcha pipeline: `tfpipe run captcha` or `luigi --module pipelines.captcha Captcha --local-scheduler`."""
 
-from pipelines.stages import Pipeline
+from pipelines.stages import pipeline_task, register_wrappers
 
-
-class Captcha(Pipeline):
-    dataset_name = "captcha"
+register_wrappers()
+Captcha = pipeline_task("captcha")

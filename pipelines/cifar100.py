@@ -1,7 +1,6 @@
 """The cifar100 pipeline: `tfpipe run cifar100` or `luigi --module pipelines.cifar100 Cifar100 --local-scheduler`."""
 
-from pipelines.stages import Pipeline
+from pipelines.stages import pipeline_task, register_wrappers
 
-
-class Cifar100(Pipeline):
-    dataset_name = "cifar100"
+register_wrappers()
+Cifar100 = pipeline_task("cifar100")

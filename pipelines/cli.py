@@ -2,13 +2,15 @@
 
 ``run`` hands the DAG to Luigi (local scheduler, or ``--scheduler-url`` for a central luigid) and exits
 with the ``[retcode]`` of luigi.cfg when anything failed: ``luigi.build`` alone returns normally.
-``status`` and ``explain`` only read manifests: they never import TensorFlow.
+``status`` and ``explain`` only read manifests and stat sources: they never import TensorFlow.
+The datasets, stages and their choices all come from the registry and the stage chain.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import difflib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -18,13 +20,17 @@ import luigi
 import luigi.retcodes
 from luigi.execution_summary import LuigiStatusCode
 from luigi.task import flatten
+from luigi.task_register import Register
 
-from pipelines.stages import STAGES, stage_task
+from pipelines.registry import DATASETS
+from pipelines.stages import Pipeline, params_set_by_pipeline, pipeline_task, register_wrappers, stage_names
 from tasks.base import ArtifactTask
 from tasks.store import find_artifacts
 
-PIPELINES = ("cifar10", "cifar100", "captcha", "hwdb")
 PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "luigi.cfg"
+# Errors a user causes (bad input, bad flags, missing files): one line, no traceback.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+logger = logging.getLogger("tfpipe")
 
 
 # ---- configuration ---------------------------------------------------------------------------------------
@@ -41,13 +47,48 @@ def set_config(section: str, option: str, value: str) -> None:
     config.set(section, option, value)
 
 
+def closest(word: str, choices: Sequence[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def known_families() -> dict[str, type[luigi.Task]]:
+    """Every task and config class Luigi knows, by family name (ambiguous names left out)."""
+    families = {}
+    for name in Register.task_names():
+        try:
+            families[name] = Register.get_task_cls(name)
+        except luigi.task_register.TaskClassException:
+            continue
+    return families
+
+
+def checked_override(assignment: str) -> tuple[str, str, str]:
+    """``Family.param=value`` split and checked: the family and parameter exist, the value parses."""
+    target, sep, value = assignment.partition("=")
+    family, dot, param = target.strip().partition(".")
+    if not sep or not dot or not family or not param:
+        raise ValueError(f"--set expects Family.param=value, got {assignment!r}")
+    families = known_families()
+    if family not in families:
+        raise ValueError(f"--set {assignment}: no task family {family!r}{closest(family, sorted(families))}")
+    params = dict(families[family].get_params())
+    if param not in params:
+        raise ValueError(f"--set {assignment}: {family} has no parameter {param!r}{closest(param, sorted(params))} "
+                         f"(its parameters: {', '.join(sorted(params))})")
+    if (family, param) in params_set_by_pipeline() or (None, param) in params_set_by_pipeline():
+        raise ValueError(f"--set {assignment}: {family}.{param} is set by the pipeline "
+                         "(use --source/--checksum for sources, or the registry for dataset defaults)")
+    try:
+        params[param].normalize(params[param].parse(value))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"--set {assignment}: not a valid value for {family}.{param}: {error}") from None
+    return family, param, value
+
+
 def apply_overrides(assignments: Sequence[str]) -> None:
     """``Family.param=value`` -> ``[Family] param = value``, which Luigi uses as the parameter default."""
-    for assignment in assignments:
-        target, sep, value = assignment.partition("=")
-        family, dot, param = target.partition(".")
-        if not sep or not dot or not family or not param:
-            raise SystemExit(f"--set expects Family.param=value, got {assignment!r}")
+    for family, param, value in [checked_override(a) for a in assignments]:
         set_config(family, param, value)
 
 
@@ -59,8 +100,9 @@ def configure(args: argparse.Namespace) -> None:
 
 
 # ---- the DAG -----------------------------------------------------------------------------------------------
-def top_task(args: argparse.Namespace) -> ArtifactTask:
-    return stage_task(args.pipeline, args.until, args.source or "", args.checksum or "")
+def top_task(args: argparse.Namespace) -> Pipeline:
+    wrapper = pipeline_task(args.pipeline)
+    return wrapper(source=args.source or "", checksum=",".join(args.checksum or []), until=args.until)
 
 
 def walk(task: luigi.Task) -> list[luigi.Task]:
@@ -80,6 +122,10 @@ def walk(task: luigi.Task) -> list[luigi.Task]:
     return ordered
 
 
+def artifact_tasks(task: luigi.Task) -> list[ArtifactTask]:
+    return [node for node in walk(task) if isinstance(node, ArtifactTask)]
+
+
 def exit_code_for(status: LuigiStatusCode) -> int:
     codes = luigi.retcodes.retcode()
     mapping = {
@@ -96,42 +142,75 @@ def exit_code_for(status: LuigiStatusCode) -> int:
     return code if code or status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY) else 1
 
 
+class ExpectedErrorsWithoutTraceback(logging.Filter):
+    """Luigi logs a failed task with its traceback; for an expected error (bad input) the message is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EXPECTED_ERRORS):
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 # ---- commands ----------------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     task = top_task(args)
+    artifact_tasks(task)  # a bad source or stage fails here, with its message, before Luigi starts
     build_options: dict[str, object] = {"workers": args.workers, "detailed_summary": True,
                                         "log_level": args.log_level}
     if args.scheduler_url:
         build_options["scheduler_url"] = args.scheduler_url
     else:
         build_options["local_scheduler"] = True
-    result = luigi.build([task], **build_options)
+    failures: list[str] = []
+
+    @luigi.Task.event_handler(luigi.Event.FAILURE)
+    def remember_failure(failed: luigi.Task, error: BaseException) -> None:
+        failures.append(f"{failed.task_family} failed: {error}")
+
+    luigi_logger = logging.getLogger("luigi-interface")
+    quiet = ExpectedErrorsWithoutTraceback()
+    luigi_logger.addFilter(quiet)
+    try:
+        result = luigi.build([task], **build_options)
+    finally:
+        luigi_logger.removeFilter(quiet)
+        luigi.Task._event_callbacks.get(luigi.Task, {}).get(luigi.Event.FAILURE, set()).discard(remember_failure)
     code = exit_code_for(result.status)
-    print(result.summary_text if code else f"tfpipe: {args.pipeline} done up to {args.until}")
-    if code == 0:
-        print_outputs(task)
-    return code
+    if code:
+        print(result.summary_text)
+        for line in failures:
+            print(f"tfpipe: {line}", file=sys.stderr)
+        return code
+    print(f"tfpipe: {args.pipeline} done up to {args.until}")
+    print_outputs(task)
+    return 0
 
 
-def print_outputs(task: ArtifactTask) -> None:
-    for node in walk(task):
-        if isinstance(node, ArtifactTask):
-            print(f"  {node.stage:<10} {node.artifact_dir}")
-    manifest = task.output().manifest()
-    for label, name in (("report", "report_html"), ("model", "model_dir")):
-        if name in manifest:
-            print(f"{label}: {(task.artifact_dir / manifest[name]).resolve()}")
+def print_outputs(task: Pipeline) -> None:
+    nodes = artifact_tasks(task)
+    for node in nodes:
+        print(f"  {node.stage:<10} {node.artifact_dir}")
+    for node in nodes:
+        for notice in node.output().manifest().get("notices", []):
+            print(f"note: {node.task_family}: {notice}")
+    for node in flatten(task.requires()):
+        manifest = node.output().manifest()
+        for label, name in (("report", "report_html"), ("model", "model_dir")):
+            if name in manifest:
+                print(f"{label}: {(node.artifact_dir / manifest[name]).resolve()}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     pending = 0
-    for node in walk(top_task(args)):
-        if not isinstance(node, ArtifactTask):
-            continue
+    for node in artifact_tasks(top_task(args)):
         done = node.complete()
         pending += not done
         print(f"{'done ' if done else 'to-do'}  {node.stage:<10} {node.task_family:<16} {node.artifact_dir}")
-    print(f"{pending} stage(s) to do")
+    print(f"{pending} stage(s) to do" if pending else "up to date: every stage is done")
     return 0
 
 
@@ -159,8 +238,7 @@ def explain_task(node: ArtifactTask) -> str:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    nodes = [n for n in walk(top_task(args)) if isinstance(n, ArtifactTask)]
-    todo = [n for n in nodes if not n.complete()]
+    todo = [n for n in artifact_tasks(top_task(args)) if not n.complete()]
     for node in todo:
         print(f"{node.stage:<10} {node.task_family:<16} runs: {explain_task(node)}")
     if not todo:
@@ -169,26 +247,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tasks.ops.predict import format_predictions, load_predictor
 
     model_dir = Path(args.model_dir)
     if (model_dir / "model").is_dir() and not (model_dir / "saved_model").is_dir():
         model_dir = model_dir / "model"
     predictor = load_predictor(model_dir)
-    predictions = predictor.predict([Path(p) for p in args.images], batch_size=args.batch_size)
-    print(format_predictions(predictions))
-    return 0
+    good, bad = predictor.check_images([Path(p) for p in args.images])
+    for item in bad:
+        print(f"tfpipe: {item.path}: {item.reason}", file=sys.stderr)
+    if bad and not args.skip_bad:
+        print(f"tfpipe: {len(bad)} of {len(args.images)} image(s) unreadable; nothing predicted "
+              "(--skip-bad predicts the others)", file=sys.stderr)
+        return 2
+    if good:
+        print(format_predictions(predictor.predict_encoded(good, batch_size=args.batch_size)))
+    return 2 if bad else 0
 
 
 # ---- argument parsing ---------------------------------------------------------------------------------
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pipeline", choices=PIPELINES)
+    parser.add_argument("pipeline", choices=sorted(DATASETS), help="the dataset's pipeline")
     parser.add_argument("--source", default="", help="URL or path of the raw data (default: the dataset's own)")
-    parser.add_argument("--checksum", default="", help="sha256:<hex> or md5:<hex> pinning --source")
+    parser.add_argument("--checksum", action="append", default=[], metavar="[ROLE=]ALGO:HEX",
+                        help="sha256:<hex> or md5:<hex> pinning --source, or ROLE=sha256:<hex> pinning one of "
+                             "a dataset's official files (repeatable)")
     parser.add_argument("--artifacts", default=None, help="artifact root (default: [ArtifactStore] root)")
-    parser.add_argument("--until", choices=STAGES, default="freeze", help="last stage to run")
+    parser.add_argument("--until", choices=stage_names(), default="freeze", help="last stage to run")
     parser.add_argument("--set", action="append", default=[], metavar="Family.param=value",
-                        help="override a task parameter (repeatable)")
+                        help="override a task parameter (repeatable); unknown names are refused")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,18 +293,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model_dir")
     predict.add_argument("images", nargs="+")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--skip-bad", action="store_true",
+                         help="predict the readable images and report the others (exit status still 2)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    register_wrappers()
+    # A new run in this process sees its sources afresh: Luigi would hand back the previous run's instances.
+    Register.clear_instance_cache()
     args = build_parser().parse_args(argv)
-    configure(args)
-    if args.command in ("run", "status", "explain"):
-        importlib.import_module(f"pipelines.{args.pipeline}")
     handler = {"run": cmd_run, "status": cmd_status, "explain": cmd_explain, "predict": cmd_predict}
     try:
+        configure(args)
         return handler[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
+    except EXPECTED_ERRORS as error:
         print(f"tfpipe: error: {error}", file=sys.stderr)
         return 2
 

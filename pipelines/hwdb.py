@@ -1,7 +1,6 @@
 """The hwdb pipeline: `tfpipe run hwdb` or `luigi --module pipelines.hwdb Hwdb --local-scheduler`."""
 
-from pipelines.stages import Pipeline
+from pipelines.stages import pipeline_task, register_wrappers
 
-
-class Hwdb(Pipeline):
-    dataset_name = "hwdb"
+register_wrappers()
+Hwdb = pipeline_task("hwdb")

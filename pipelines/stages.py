@@ -1,52 +1,158 @@
-"""The stage names of every pipeline and the task that ends a run at each of them."""
+"""The stage chain of a pipeline: a declared sequence of stages, and the Luigi wrapper task that runs one.
+
+Every stage after decode is a task class that declares the kinds of artifact it ``reads`` and the kind it
+``provides``; the chain hands each stage the latest earlier stage providing each kind it reads. So a stage
+never names another stage's class, and an optional stage (switched on by a pipeline parameter) slots in
+without edits to the others: a stage that provides ``examples`` between ``tfrecords`` and ``train`` feeds
+train, evaluate and freeze.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import luigi
 
+from pipelines.registry import DATASETS, Dataset, get_dataset
 from tasks.base import ArtifactTask
-from tasks.datasets import decode_task
+from tasks.evaluate import Evaluate
+from tasks.freeze import Freeze
+from tasks.imagedirs import ImageDirs
+from tasks.tfrecords import TFRecords
+from tasks.train import Train
 
-STAGES = ("download", "decode", "imagedirs", "tfrecords", "train", "evaluate", "freeze")
+SOURCE_STAGE = "download"
+DECODE_STAGE = "decode"
 
 
-def stage_task(dataset: str, stage: str, source: str = "", checksum: str = "") -> ArtifactTask:
-    """The task instance that produces ``stage`` for this dataset (tasks import lazily: no TensorFlow)."""
-    chain = {"dataset": dataset, "source": source, "checksum": checksum}
-    if stage == "download":
-        return decode_task(**chain).requires()
-    if stage == "decode":
-        return decode_task(**chain)
-    if stage == "imagedirs":
-        from tasks.imagedirs import ImageDirs
+@dataclass(frozen=True)
+class Stage:
+    """One stage after decode. ``switch`` names the Pipeline parameter that turns an optional stage on;
+    its value is passed to the stage's task under the same name."""
 
-        return ImageDirs(**chain)
-    if stage == "tfrecords":
-        from tasks.tfrecords import TFRecords
+    task: type[ArtifactTask]
+    switch: str = ""
 
-        return TFRecords(**chain)
-    if stage == "train":
-        from tasks.train import Train
+    @property
+    def name(self) -> str:
+        return self.task.stage
 
-        return Train(**chain)
-    if stage == "evaluate":
-        from tasks.evaluate import Evaluate
 
-        return Evaluate(**chain)
-    if stage == "freeze":
-        from tasks.freeze import Freeze
+STAGES: tuple[Stage, ...] = (Stage(ImageDirs), Stage(TFRecords), Stage(Train), Stage(Evaluate), Stage(Freeze))
 
-        return Freeze(**chain)
-    raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+
+def stage_names(stages: Sequence[Stage] = STAGES) -> tuple[str, ...]:
+    """What ``--until`` accepts and ``tfpipe status`` lists, in order."""
+    return (SOURCE_STAGE, DECODE_STAGE, *(stage.name for stage in stages))
+
+
+def dataset_params(task: type[luigi.Task], dataset: Dataset) -> dict[str, Any]:
+    """The registry's values for the parameters a task class declares (``dataset``, ``dataset_defaults``)."""
+    params = dict(task.get_params())
+    values: dict[str, Any] = {}
+    if "dataset" in params:
+        values["dataset"] = dataset.name
+    if "dataset_defaults" in params:
+        values["dataset_defaults"] = dataset.train_defaults()
+    return values
+
+
+def build_chain(dataset: Dataset, *, source: str = "", checksum: str = "", stages: Sequence[Stage] = STAGES,
+                switches: dict[str, Any] | None = None) -> dict[str, list[luigi.Task]]:
+    """Every stage's task instances, in order: ``{"download": [...], "decode": [task], "imagedirs": [task], ...}``.
+
+    Optional stages whose switch is off are left out.
+    """
+    switches = switches or {}
+    sources = dataset.source_tasks(source, checksum)
+    decode = dataset.decode(upstream=sources, **dataset.decode_params, **dataset_params(dataset.decode, dataset))
+    chain: dict[str, list[luigi.Task]] = {SOURCE_STAGE: list(sources.values()), DECODE_STAGE: [decode]}
+    provided: dict[str, luigi.Task] = {decode.provides: decode}
+    for stage in stages:
+        options: dict[str, Any] = {}
+        if stage.switch:
+            value = switches.get(stage.switch)
+            if not value:
+                continue
+            options[stage.switch] = value
+        missing = [kind for kind in stage.task.reads if kind not in provided]
+        if missing:
+            raise ValueError(f"stage {stage.name} reads {', '.join(missing)}, which no stage before it provides")
+        upstream = {kind: provided[kind] for kind in stage.task.reads}
+        task = stage.task(upstream=upstream, **options, **dataset_params(stage.task, dataset))
+        chain[stage.name] = [task]
+        provided[stage.task.provides] = task
+    return chain
+
+
+def params_set_by_pipeline(stages: Sequence[Stage] = STAGES) -> set[tuple[str | None, str]]:
+    """``(family or None for any, parameter)`` pairs the chain passes explicitly, so a configured value would be
+    ignored: ``--set`` refuses them instead."""
+    names: set[tuple[str | None, str]] = {(None, "upstream"), (None, "dataset"), (None, "dataset_defaults"),
+                                          ("Download", "source"), ("Download", "checksum")}
+    for dataset in DATASETS.values():
+        names.update((dataset.decode.get_task_family(), param) for param in dataset.decode_params)
+    names.update((stage.task.get_task_family(), stage.switch) for stage in stages if stage.switch)
+    return names
+
+
+def chain_until(chain: dict[str, list[luigi.Task]], until: str) -> list[luigi.Task]:
+    """The tasks that end a run at ``until`` (a stage switched off is not a place to stop)."""
+    if until not in chain:
+        raise ValueError(f"unknown or switched-off stage {until!r}; stages: {', '.join(chain)}")
+    return chain[until]
 
 
 class Pipeline(luigi.WrapperTask):
-    """A whole pipeline as one Luigi task: ``luigi --module pipelines.cifar10 Cifar10 --local-scheduler``."""
+    """A whole pipeline as one Luigi task: ``luigi --module pipelines.cifar10 Cifar10 --local-scheduler``.
 
-    dataset_name = ""
-    source = luigi.Parameter(default="", description="URL or path of the raw data ('' = the default)")
-    checksum = luigi.Parameter(default="", description="sha256:<hex> or md5:<hex> of the source")
-    until = luigi.ChoiceParameter(choices=STAGES, default="freeze", description="last stage to run")
+    Subclasses (made by ``pipeline_task``) set ``dataset_name``; ``stages`` may be extended with optional
+    stages whose switch is a parameter of the subclass.
+    """
 
-    def requires(self) -> ArtifactTask:
-        return stage_task(self.dataset_name, self.until, self.source, self.checksum)
+    dataset_name: ClassVar[str] = ""
+    stages: ClassVar[tuple[Stage, ...]] = STAGES
+
+    source = luigi.Parameter(default="", description="URL or path of the raw data ('' = the dataset's own)")
+    checksum = luigi.Parameter(default="", description="sha256:<hex> or md5:<hex> of the source; role=digest,... "
+                                                       "for datasets of several files")
+    until = luigi.Parameter(default="freeze", description="last stage to run")
+
+    def switches(self) -> dict[str, Any]:
+        return {stage.switch: getattr(self, stage.switch) for stage in self.stages if stage.switch}
+
+    def chain(self) -> dict[str, list[luigi.Task]]:
+        return build_chain(get_dataset(self.dataset_name), source=self.source, checksum=self.checksum,
+                           stages=self.stages, switches=self.switches())
+
+    def requires(self) -> list[luigi.Task]:
+        if self.until not in stage_names(self.stages):
+            raise ValueError(f"unknown stage {self.until!r}; stages: {', '.join(stage_names(self.stages))}")
+        return chain_until(self.chain(), self.until)
+
+
+def class_name(dataset: str) -> str:
+    """The wrapper task's Luigi family: ``fashion_mnist`` -> ``FashionMnist``."""
+    return "".join(part.capitalize() for part in dataset.replace("-", "_").split("_"))
+
+
+_WRAPPERS: dict[str, type[Pipeline]] = {}
+
+
+def pipeline_task(dataset: str, base: type[Pipeline] = Pipeline) -> type[Pipeline]:
+    """The wrapper task class of a registered dataset (made once, then reused)."""
+    get_dataset(dataset)
+    if dataset not in _WRAPPERS or not issubclass(_WRAPPERS[dataset], base):
+        doc = f"The {dataset} pipeline: `tfpipe run {dataset}` or `luigi --module pipelines.{dataset} " \
+              f"{class_name(dataset)} --local-scheduler`."
+        _WRAPPERS[dataset] = type(class_name(dataset), (base,), {"dataset_name": dataset, "__doc__": doc,
+                                                                 "__module__": f"pipelines.{dataset}"})
+    return _WRAPPERS[dataset]
+
+
+def register_wrappers() -> None:
+    """A wrapper task for every registered dataset, so each is known to Luigi's command line."""
+    for name in DATASETS:
+        pipeline_task(name)

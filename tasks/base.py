@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import luigi
-from luigi.task import flatten
+from luigi.freezing import FrozenOrderedDict
 
 from tasks import store
 
@@ -40,6 +41,37 @@ class ArtifactTarget(luigi.Target):
         return manifest
 
 
+class UpstreamParameter(luigi.Parameter):
+    """The artifacts a task reads, as ``{role: task instance}``, handed to it by the pipeline's stage chain.
+
+    gokart's ``TaskInstanceParameter`` as a mapping: a stage never names another stage's class. The value
+    serializes to the upstream task ids (so Luigi's task id, and the central scheduler, tell two chains
+    apart); the artifact key uses the upstream *artifact keys* by role instead (``ArtifactTask.upstream_keys``).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("default", {})
+        kwargs.setdefault("description", "upstream tasks by role (set by the pipeline, not on the command line)")
+        super().__init__(**kwargs)
+
+    def normalize(self, x: Mapping[str, luigi.Task]) -> FrozenOrderedDict:
+        if not isinstance(x, Mapping):
+            raise ValueError(f"upstream must be a mapping of role -> task, got {type(x).__name__}")
+        for role, task in x.items():
+            if not isinstance(task, luigi.Task):
+                raise ValueError(f"upstream role {role!r} must be a task instance, got {type(task).__name__}")
+        return FrozenOrderedDict(sorted(x.items()))
+
+    def serialize(self, x: Mapping[str, luigi.Task]) -> str:
+        return json.dumps({role: task.task_id for role, task in x.items()}, sort_keys=True)
+
+    def parse(self, x: str) -> FrozenOrderedDict:
+        raise ValueError("upstream tasks come from the pipeline's stage chain; they cannot be given as text")
+
+    def _warn_on_wrong_param_type(self, param_name: str, param_value: object) -> None:
+        return None
+
+
 class ArtifactTask(luigi.Task):
     """Base of every stage. Subclasses set ``stage`` and ``version`` and implement ``build(out_dir)``.
 
@@ -49,9 +81,14 @@ class ArtifactTask(luigi.Task):
 
     stage: ClassVar[str] = "misc"
     version: ClassVar[int] = 1
-    # Parameters that name where data comes from (passed down the chain to build upstream tasks) but
-    # are covered by an upstream key or a source fingerprint, so they stay out of this task's key.
-    unkeyed_params: ClassVar[frozenset[str]] = frozenset({"source", "checksum"})
+    # Parameters covered by an upstream key or a source fingerprint, so they stay out of this task's key.
+    unkeyed_params: ClassVar[frozenset[str]] = frozenset({"upstream"})
+    # The kinds of artifact this task reads (roles of ``upstream``), resolved by the pipeline's stage chain,
+    # and the kind it provides to the stages after it.
+    reads: ClassVar[tuple[str, ...]] = ()
+    provides: ClassVar[str] = ""
+
+    upstream = UpstreamParameter()
 
     # ---- identity ------------------------------------------------------------------------------------
     def significant_params(self) -> dict[str, str]:
@@ -65,21 +102,34 @@ class ArtifactTask(luigi.Task):
         """Digests of data read from outside the store (files, URLs); override in source tasks."""
         return {}
 
+    def requires(self) -> dict[str, luigi.Task]:
+        # A plain dict: luigi.task.flatten walks the values of dicts only, not of other mappings.
+        missing = [role for role in self.reads if role not in self.upstream]
+        if missing:
+            raise ValueError(f"{self.task_family} reads {', '.join(missing)}, which its pipeline does not provide")
+        return dict(self.upstream)
+
     def upstream_keys(self) -> dict[str, str]:
+        """Source fingerprints and the keys of the artifacts read, each under its role."""
         keys = {f"source:{name}": digest for name, digest in self.source_fingerprints().items()}
-        for task in flatten(self.requires()):
+        for role, task in self.upstream.items():
             if isinstance(task, ArtifactTask):
-                keys[task.task_family] = task.artifact_key
+                keys[role] = task.artifact_key
         return keys
 
     @property
     def identity(self) -> store.ArtifactIdentity:
-        # Not cached on the instance: Luigi reuses task instances with equal parameters within a process,
-        # while an upstream task's configured defaults may have changed (``--set`` in a second run).
-        params = self.significant_params()
-        upstream = self.upstream_keys()
-        key = store.artifact_key(self.task_family, params, self.version, upstream)
-        return store.ArtifactIdentity(self.task_family, self.stage, key, self.version, params, upstream)
+        # Computed once per instance: a run sees one fingerprint of its sources, even if they change while it
+        # runs. Luigi reuses instances with equal parameters within a process, so a caller that starts another
+        # run in the same process clears Luigi's instance cache first (``tfpipe`` does).
+        cached = self.__dict__.get("_identity")
+        if cached is None:
+            params = self.significant_params()
+            upstream = self.upstream_keys()
+            key = store.artifact_key(self.task_family, params, self.version, upstream)
+            cached = store.ArtifactIdentity(self.task_family, self.stage, key, self.version, params, upstream)
+            self.__dict__["_identity"] = cached
+        return cached
 
     @property
     def artifact_key(self) -> str:
@@ -110,11 +160,12 @@ class ArtifactTask(luigi.Task):
         logger.info("%s committed %s", self.task_family, self.artifact_dir)
 
     # ---- helpers for subclasses ------------------------------------------------------------------------
-    def input_dir(self, name: str | None = None) -> Path:
-        """Directory of an upstream artifact: the single requirement, or the one under ``name``."""
-        required = self.requires()
-        task = required[name] if name is not None else required
-        return task.artifact_dir
+    def input_dir(self, role: str) -> Path:
+        """Directory of the upstream artifact read under ``role``."""
+        return self.requires()[role].artifact_dir
+
+    def input_manifest(self, role: str) -> dict[str, Any]:
+        return self.requires()[role].output().manifest()
 
     def report_progress(self, done: int, total: int, message: str = "") -> None:
         """Tell the Luigi scheduler how far we are (visible in luigid's UI)."""

@@ -9,12 +9,12 @@ import luigi
 import numpy as np
 
 from tasks.base import ArtifactTask
-from tasks.datasets import DatasetChain
 from tasks.download import Download, downloaded_path
 from tasks.formats.captcha_csv import read_labels_csv, write_labels_csv
 from tasks.formats.errors import FormatError
 from tasks.ops.captcha_gen import ALPHABET, generate_captchas
-from tasks.ops.examples import DatasetInfo, encode_keys, open_split_writer, save_class_names
+from tasks.ops.dataset_info import DatasetInfo, SplitInfo
+from tasks.ops.examples import encode_keys, open_split_writer, save_class_names, stable_unit
 
 
 class GenerateCaptchas(ArtifactTask):
@@ -22,6 +22,7 @@ class GenerateCaptchas(ArtifactTask):
 
     stage = "generate"
     version = 1
+    provides = "source"
 
     count = luigi.IntParameter(default=30000)
     width = luigi.IntParameter(default=160)
@@ -56,28 +57,30 @@ def load_image(path: Path, grayscale: bool) -> np.ndarray:
     return array[..., None] if grayscale else array
 
 
-class DecodeCaptcha(DatasetChain, ArtifactTask):
+class DecodeCaptcha(ArtifactTask):
     """Captcha folder (``labels.csv`` + ``<index>.png``) -> arrays; train and test split by ``test_fraction``.
 
-    Without ``source`` the folder is made by ``GenerateCaptchas``; with one, it is the user's folder.
+    Reads one source (``data``): the folder ``GenerateCaptchas`` made, or the user's folder.
     """
 
     stage = "decode"
-    version = 1
+    version = 2
+    reads = ("data",)
+    provides = "decoded"
 
     grayscale = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     length = luigi.IntParameter(default=4)
     test_fraction = luigi.FloatParameter(default=0.1)
 
-    def requires(self) -> ArtifactTask:
-        if self.source:
-            return Download(source=self.source, checksum=self.checksum)
-        return GenerateCaptchas(length=self.length)
-
     def source_folder(self) -> tuple[Path, Path]:
-        required = self.requires()
+        required = self.requires()["data"]
         if isinstance(required, GenerateCaptchas):
+            if required.length != self.length:
+                raise ValueError(f"DecodeCaptcha.length={self.length} but the generated captchas have "
+                                 f"{required.length} letters; set GenerateCaptchas.length too")
             return required.artifact_dir / "labels.csv", required.artifact_dir / "images"
+        if not isinstance(required, Download):
+            raise ValueError(f"DecodeCaptcha reads a captcha folder, not the output of {required.task_family}")
         root = downloaded_path(required)
         if not root.is_dir():
             raise ValueError(f"{root}: a captcha source must be a folder with labels.csv and <index>.png files")
@@ -85,8 +88,6 @@ class DecodeCaptcha(DatasetChain, ArtifactTask):
         return root / "labels.csv", images
 
     def build(self, out_dir: Path) -> dict[str, Any]:
-        from tasks.ops.examples import stable_unit
-
         labels_csv, image_dir = self.source_folder()
         rows = read_labels_csv(labels_csv, alphabet=ALPHABET, length=self.length)
         if not rows:
@@ -107,7 +108,8 @@ class DecodeCaptcha(DatasetChain, ArtifactTask):
                     self.report_progress(start + len(part), len(chosen), f"{split} {start + len(part)}")
             counts[split] = writer.rows
         save_class_names(out_dir, list(ALPHABET))
-        DatasetInfo(self.dataset, tuple(shape), len(ALPHABET), self.length, counts).save(out_dir)
+        DatasetInfo("captcha", tuple(shape), len(ALPHABET), self.length,
+                    {split: SplitInfo(count) for split, count in counts.items()}).save(out_dir)
         return {"records": counts}
 
     def _checked_image(self, path: Path, shape: tuple[int, ...]) -> np.ndarray:

@@ -9,25 +9,13 @@ from typing import Any
 import luigi
 
 from tasks.base import ArtifactTask
-from tasks.datasets import DatasetChain
-from tasks.download import Download, downloaded_path
+from tasks.download import downloaded_path
 from tasks.formats.cifar import CIFAR10, CIFAR100, CifarSpec, read_label_names, resolve_root, split_batch_paths
-from tasks.ops.examples import DatasetInfo, encode_keys, open_split_writer, save_class_names
+from tasks.ops.dataset_info import DatasetInfo, SplitInfo
+from tasks.ops.examples import encode_keys, open_split_writer, save_class_names
 from tasks.ops.parallel_decode import iter_batches
 
-OFFICIAL = {
-    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "md5:c58f30108f718f92721af3b95e74349a"),
-    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "md5:eb9058c3a382ffc7106e4002c42a8d85"),
-}
-SPECS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
-
-
-def cifar_download(dataset: str, source: str, checksum: str) -> Download:
-    """The official archive with its published md5 unless the user names another source."""
-    url, md5 = OFFICIAL[dataset]
-    if not source or source == url:
-        return Download(source=url, checksum=checksum or md5)
-    return Download(source=source, checksum=checksum)
+SPECS = {spec.name: spec for spec in (CIFAR10, CIFAR100)}
 
 
 def extract_if_archive(data: Path, scratch: Path) -> Path:
@@ -39,27 +27,27 @@ def extract_if_archive(data: Path, scratch: Path) -> Path:
     return scratch
 
 
-class DecodeCifar(DatasetChain, ArtifactTask):
-    stage = "decode"
-    version = 1
+class DecodeCifar(ArtifactTask):
+    """Reads one source (``data``): the official archive, a copy of it, or the folder it extracts to."""
 
+    stage = "decode"
+    version = 2
+    reads = ("data",)
+    provides = "decoded"
+
+    variant = luigi.ChoiceParameter(choices=sorted(SPECS), description="which CIFAR: cifar10 or cifar100")
     label_mode = luigi.ChoiceParameter(choices=["fine", "coarse"], default="fine",
                                        description="CIFAR-100: train on the 100 fine or the 20 coarse labels")
     workers = luigi.IntParameter(default=2, significant=False, description="threads decoding batch files")
 
-    def requires(self) -> Download:
-        return cifar_download(self.dataset, self.source, self.checksum)
-
     @property
     def spec(self) -> CifarSpec:
-        if self.dataset not in SPECS:
-            raise ValueError(f"DecodeCifar handles {sorted(SPECS)}, not {self.dataset!r}")
-        return SPECS[self.dataset]
+        return SPECS[self.variant]
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         spec = self.spec
         scratch = out_dir / ".extract"
-        root = resolve_root(extract_if_archive(downloaded_path(self.requires()), scratch), spec)
+        root = resolve_root(extract_if_archive(downloaded_path(self.requires()["data"]), scratch), spec)
         class_names = read_label_names(root / spec.meta_file, spec.label_names_key)
         if len(class_names) != spec.num_classes:
             raise ValueError(f"{root / spec.meta_file}: {len(class_names)} label names, expected {spec.num_classes}")
@@ -72,7 +60,8 @@ class DecodeCifar(DatasetChain, ArtifactTask):
         counts = {split: self._decode_split(root, spec, split, out_dir, coarse) for split in ("train", "test")}
         shutil.rmtree(scratch, ignore_errors=True)
         save_class_names(out_dir, class_names)
-        DatasetInfo(self.dataset, (32, 32, 3), len(class_names), 1, counts).save(out_dir)
+        DatasetInfo(spec.name, (32, 32, 3), len(class_names), 1,
+                    {split: SplitInfo(count) for split, count in counts.items()}).save(out_dir)
         return {"records": counts}
 
     def use_coarse(self, spec: CifarSpec) -> bool:

@@ -2,13 +2,12 @@
 
 Sources, either:
 
-* the official ``HWDB1.1trn_gnt.zip`` and ``HWDB1.1tst_gnt.zip`` (``DecodeHwdb.train_url``/``test_url``).
-  No checksum is published for them, so each URL must be pinned by the user
-  (``--set DecodeHwdb.train_checksum=sha256:<hex>``). ``HwdbArchives`` downloads both with ``Download``
-  and unpacks them once (the train zip wraps an ALZip ``.alz`` archive, opened with ``unalz``); or
-* ``--source DIR|ARCHIVE|URL``: a folder (or an archive of one) holding a train folder and a test folder of
-  ``.gnt`` files, named like ``HWDB1.1trn_gnt/`` and ``HWDB1.1tst_gnt/`` (any name containing
-  ``trn``/``train`` and ``tst``/``test``). A local folder is read in place.
+* the official ``HWDB1.1trn_gnt.zip`` and ``HWDB1.1tst_gnt.zip`` (roles ``train`` and ``test``; the train
+  zip wraps an ALZip ``.alz`` archive, opened with ``unalz``). No checksum is published for them, so each
+  must be pinned by the user (``--checksum train=sha256:<hex>,test=sha256:<hex>``); or
+* ``--source DIR|ARCHIVE|URL`` (role ``data``): a folder (or an archive of one) holding a train folder and
+  a test folder of ``.gnt`` files, named like ``HWDB1.1trn_gnt/`` and ``HWDB1.1tst_gnt/`` (any name
+  containing ``trn``/``train`` and ``tst``/``test``). A local folder is read in place.
 
 The character dictionary comes from the training files only (``char_dict.json``, characters sorted);
 test samples of other characters are counted in ``skipped.json`` and the manifest, never dropped silently.
@@ -19,118 +18,29 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
-from urllib.parse import urlparse
+from typing import Any
 
 import luigi
 import numpy as np
 
 from tasks.base import ArtifactTask
-from tasks.datasets import DatasetChain
-from tasks.download import Download, downloaded_path
-from tasks.formats.errors import ArchiveError
+from tasks.download import downloaded_path
 from tasks.formats.gnt import iter_gnt, iter_gnt_tags
-from tasks.ops.examples import DatasetInfo, encode_keys, open_split_writer, save_class_names
+from tasks.ops.archive import unpack
+from tasks.ops.dataset_info import DatasetInfo, SplitInfo
+from tasks.ops.examples import encode_keys, open_split_writer, save_class_names
 from tasks.ops.images import fit_to_square
 
 logger = logging.getLogger("tfpipe")
 
-OFFICIAL_BASE = "http://www.nlpr.ia.ac.cn/databases/download/feature_data/"
-OFFICIAL_TRAIN_URL = OFFICIAL_BASE + "HWDB1.1trn_gnt.zip"
-OFFICIAL_TEST_URL = OFFICIAL_BASE + "HWDB1.1tst_gnt.zip"
 SPLITS = ("train", "test")
 SPLIT_WORDS = {"train": ("trn", "train"), "test": ("tst", "test")}
 SPLIT_SEARCH_DEPTH = 3
 CHAR_DICT_JSON = "char_dict.json"
 SKIPPED_JSON = "skipped.json"
-SOURCE_PARAMS = frozenset({"train_url", "train_checksum", "test_url", "test_checksum"})
-
-
-# ---- sources ---------------------------------------------------------------------------------------------
-def is_remote(source: str) -> bool:
-    return urlparse(source).scheme in ("http", "https")
-
-
-def pinned_download(source: str, checksum: str, how_to_pin: str) -> Download:
-    """A Download of ``source``; a remote URL without a checksum is refused with ``how_to_pin`` as advice."""
-    if is_remote(source) and not checksum:
-        raise ValueError(
-            f"{source}: no checksum is published for the CASIA HWDB1.1 archives, so the URL must be pinned "
-            f"to the file you trust: {how_to_pin} (the sha256sum of the archive)"
-        )
-    return Download(source=source, checksum=checksum)
-
-
-def unalz_missing_message(alz: Path) -> str:
-    return (
-        f"{alz.name} is an ALZip archive and the `unalz` command is not installed. Install it and rerun, "
-        f"or extract it by hand: `apt-get install unalz && unalz {alz.name}`, put the extracted train and "
-        "test folders of .gnt files (e.g. HWDB1.1trn_gnt/ and HWDB1.1tst_gnt/) in one directory DIR, and "
-        "run `tfpipe run hwdb --source DIR`"
-    )
-
-
-def check_extracted_tree(root: Path, archive: Path) -> None:
-    """Every path below ``root`` is a regular file or directory that stays inside ``root``."""
-    inside = root.resolve()
-    for path in root.rglob("*"):
-        member = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            raise ArchiveError("extracted a symbolic link", path=archive, member=member)
-        resolved = path.resolve()
-        if resolved != inside and inside not in resolved.parents:
-            raise ArchiveError("extracted a path outside the extraction directory", path=archive, member=member)
-        if not (path.is_file() or path.is_dir()):
-            raise ArchiveError("extracted something that is not a file or directory", path=archive, member=member)
-
-
-def run_unalz(alz: Path, dest: Path) -> None:
-    """Extract an ALZip archive into the new directory ``dest`` with the ``unalz`` command, then check it."""
-    unalz = shutil.which("unalz")
-    if unalz is None:
-        raise ValueError(f"{alz}: {unalz_missing_message(alz)}")
-    dest.mkdir(parents=True)
-    result = subprocess.run([unalz, str(alz.resolve()), str(dest.resolve())], cwd=dest, capture_output=True,
-                            text=True, errors="replace", check=False)
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip()[-500:]
-        raise ArchiveError(f"unalz exited with {result.returncode}: {detail}", path=alz)
-    check_extracted_tree(dest, alz)
-
-
-def alz_volumes(alz: Path) -> list[Path]:
-    """The ``.alz`` file and the ``.a00``, ``.a01``... volumes of a split ALZip archive beside it."""
-    parts = [p for p in alz.parent.glob(f"{alz.stem}.[aA][0-9][0-9]") if p.is_file()]
-    return [alz, *sorted(parts)]
-
-
-def extract_alz_archives(root: Path) -> list[Path]:
-    """Replace every ``.alz`` below ``root`` by a folder of its contents named after it; returns the folders."""
-    folders = []
-    for alz in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".alz"):
-        dest = alz.with_suffix("")
-        if dest.exists():
-            dest = alz.with_suffix(".unalz")
-        run_unalz(alz, dest)
-        for volume in alz_volumes(alz):  # the archive's bytes now live in ``dest``; don't keep both
-            volume.unlink()
-        folders.append(dest)
-    return folders
-
-
-def unpack(data: Path, dest: Path) -> Path:
-    """A folder to read: ``data`` itself if it is one, else ``data`` safely extracted to ``dest`` (.alz too)."""
-    if data.is_dir():
-        return data
-    from tasks.ops.archive import safe_extract
-
-    safe_extract(data, dest)
-    extract_alz_archives(dest)
-    return dest
 
 
 def split_of_folder(name: str) -> str | None:
@@ -182,51 +92,6 @@ def gnt_files(folder: Path) -> list[Path]:
     return files
 
 
-class HwdbArchives(ArtifactTask):
-    """The official train and test zips, downloaded (one pinned ``Download`` each) and unpacked once.
-
-    Unpacking is its own cached stage so a decode with another ``image_size`` does not unzip gigabytes again.
-    The manifest's ``split_dirs`` names each split's folder of ``.gnt`` files.
-    """
-
-    stage = "download"
-    version = 1
-    unkeyed_params: ClassVar[frozenset[str]] = ArtifactTask.unkeyed_params | SOURCE_PARAMS
-
-    train_url = luigi.Parameter(default=OFFICIAL_TRAIN_URL)
-    train_checksum = luigi.Parameter(default="")
-    test_url = luigi.Parameter(default=OFFICIAL_TEST_URL)
-    test_checksum = luigi.Parameter(default="")
-
-    def requires(self) -> dict[str, Download]:
-        return {
-            "train": pinned_download(self.train_url, self.train_checksum,
-                                     "--set DecodeHwdb.train_checksum=sha256:<hex>"),
-            "test": pinned_download(self.test_url, self.test_checksum,
-                                    "--set DecodeHwdb.test_checksum=sha256:<hex>"),
-        }
-
-    def upstream_keys(self) -> dict[str, str]:
-        # Both requirements are Downloads: key them by split, not by family, so neither hides the other.
-        return {f"Download:{split}": task.artifact_key for split, task in self.requires().items()}
-
-    def build(self, out_dir: Path) -> dict[str, Any]:
-        split_dirs = {}
-        for done, (split, download) in enumerate(self.requires().items(), start=1):
-            self.report_progress(done - 1, len(SPLITS), f"unpacking {split}")
-            data = downloaded_path(download)
-            folder = unpack(data, out_dir / split)
-            split_dirs[split] = str(folder) if folder == data else split
-            gnt_files(folder)  # fail here, not in decode, when an archive holds no .gnt files
-        return {"split_dirs": split_dirs}
-
-
-def archive_split_dirs(task: HwdbArchives) -> dict[str, Path]:
-    """Each split's folder of a finished HwdbArchives (inside its artifact, or a local folder in place)."""
-    entries = task.output().manifest()["split_dirs"]
-    return {split: task.artifact_dir / entries[split] for split in SPLITS}
-
-
 # ---- decoding ----------------------------------------------------------------------------------------------
 class _ChunkBuffer:
     """Rows waiting to be appended, flushed every ``rows`` examples: memory is bounded by one chunk."""
@@ -256,29 +121,23 @@ def build_char_dict(characters: set[str]) -> dict[str, int]:
     return {char: index for index, char in enumerate(sorted(characters))}
 
 
-class DecodeHwdb(DatasetChain, ArtifactTask):
+class DecodeHwdb(ArtifactTask):
     stage = "decode"
-    version = 1
-    unkeyed_params: ClassVar[frozenset[str]] = ArtifactTask.unkeyed_params | SOURCE_PARAMS
+    version = 2
+    provides = "decoded"
 
-    train_url = luigi.Parameter(default=OFFICIAL_TRAIN_URL, description="HWDB1.1trn_gnt.zip (no --source)")
-    train_checksum = luigi.Parameter(default="", description="sha256:<hex> pinning train_url")
-    test_url = luigi.Parameter(default=OFFICIAL_TEST_URL, description="HWDB1.1tst_gnt.zip (no --source)")
-    test_checksum = luigi.Parameter(default="", description="sha256:<hex> pinning test_url")
     image_size = luigi.IntParameter(default=64, description="side of the square grayscale images")
     chunk_rows = luigi.IntParameter(default=1024, significant=False, description="rows per array append")
 
-    def requires(self) -> ArtifactTask:
-        if self.source:
-            return pinned_download(self.source, self.checksum, "--checksum sha256:<hex>")
-        return HwdbArchives(train_url=self.train_url, train_checksum=self.train_checksum,
-                            test_url=self.test_url, test_checksum=self.test_checksum)
-
     def split_folders(self, scratch: Path) -> dict[str, Path]:
-        required = self.requires()
-        if isinstance(required, HwdbArchives):
-            return archive_split_dirs(required)
-        return find_split_folders(unpack(downloaded_path(required), scratch))
+        """Each split's folder of .gnt files: from the ``train`` and ``test`` sources, or found in ``data``."""
+        sources = self.requires()
+        if "data" in sources:
+            return find_split_folders(unpack(downloaded_path(sources["data"]), scratch / "data"))
+        missing = [split for split in SPLITS if split not in sources]
+        if missing:
+            raise ValueError(f"DecodeHwdb reads a 'data' source or 'train' and 'test' ones; missing {missing}")
+        return {split: unpack(downloaded_path(sources[split]), scratch / split) for split in SPLITS}
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         if self.image_size < 1:
@@ -299,7 +158,8 @@ class DecodeHwdb(DatasetChain, ArtifactTask):
             raise ValueError(f"training characters changed while decoding: {sorted(skipped['train'])[:10]}")
         skipped_test = self.save_skipped(out_dir, skipped["test"])
         shape = (self.image_size, self.image_size, 1)
-        DatasetInfo(self.dataset, shape, len(char_dict), 1, counts, folder_style="index").save(out_dir)
+        DatasetInfo("hwdb", shape, len(char_dict), 1, {split: SplitInfo(n) for split, n in counts.items()},
+                    folder_style="index").save(out_dir)
         return {"records": counts, "num_classes": len(char_dict),
                 "gnt_files": {split: len(files[split]) for split in SPLITS},
                 "skipped_test_samples": sum(skipped_test.values()),

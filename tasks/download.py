@@ -6,21 +6,22 @@ downstream stages read it in place (a user's 20 GB folder should not be duplicat
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlparse
 
 import luigi
 
-from tasks.base import ArtifactStore, ArtifactTask
-
-_fingerprint_memo: dict[tuple[str, int, int], str] = {}
+from tasks.base import ArtifactTask
 
 
 def is_url(source: str) -> bool:
     return urlparse(source).scheme in ("http", "https", "file")
+
+
+def is_remote(source: str) -> bool:
+    return urlparse(source).scheme in ("http", "https")
 
 
 def local_path(source: str) -> Path:
@@ -35,37 +36,12 @@ def source_filename(source: str) -> str:
     return name
 
 
-def _fingerprint_cache_path() -> Path:
-    return Path(ArtifactStore().root) / ".fingerprints.json"
+def content_fingerprint(path: Path, artifact_root: Path) -> str:
+    """sha256 of a local file's or directory's contents, the artifact root left out (a user may run tfpipe
+    inside their data folder); per-file digests are cached by stat, so an unchanged folder costs stat calls."""
+    from tasks.ops.fingerprint import fingerprint_path, stat_cache_path
 
-
-def content_fingerprint(path: Path) -> str:
-    """sha256 of a local file or directory's contents, cached by (path, size, mtime) across runs."""
-    from tasks.ops.fetch import directory_fingerprint, file_digest
-
-    stat = path.stat()
-    memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo_key in _fingerprint_memo:
-        return _fingerprint_memo[memo_key]
-    cache_path = _fingerprint_cache_path()
-    cache_key = "|".join(map(str, memo_key))
-    try:
-        cache = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    # Directories change without their own mtime moving (a file edited in a subfolder): never cache them.
-    if path.is_file() and cache_key in cache:
-        digest = cache[cache_key]
-    else:
-        digest = "sha256:" + (file_digest(path) if path.is_file() else directory_fingerprint(path))
-        if path.is_file():
-            cache[cache_key] = digest
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_name(f"{cache_path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, cache_path)
-    _fingerprint_memo[memo_key] = digest
-    return digest
+    return fingerprint_path(path, cache_file=stat_cache_path(artifact_root), exclude=[artifact_root])
 
 
 class Download(ArtifactTask):
@@ -73,6 +49,9 @@ class Download(ArtifactTask):
 
     stage = "download"
     version = 1
+    # The key covers the data by its digest: the pinned checksum, or the fingerprint of a local source.
+    unkeyed_params: ClassVar[frozenset[str]] = ArtifactTask.unkeyed_params | {"source", "checksum"}
+    provides = "source"
 
     source = luigi.Parameter()
     checksum = luigi.Parameter(default="")
@@ -82,18 +61,18 @@ class Download(ArtifactTask):
     def source_fingerprints(self) -> dict[str, str]:
         if self.checksum:
             return {"checksum": self.checksum}
-        if urlparse(self.source).scheme in ("http", "https"):
+        if is_remote(self.source):
             raise ValueError(
-                f"{self.source}: a URL needs a pinned checksum (--set Download.checksum=sha256:<hex>), "
+                f"{self.source}: a URL needs a pinned checksum (--checksum sha256:<hex>), "
                 "so that its artifact can be keyed and a changed file detected"
             )
         path = local_path(self.source)
         if not path.exists():
             raise FileNotFoundError(f"source {self.source!r} does not exist")
-        return {"content": content_fingerprint(path)}
+        return {"content": content_fingerprint(path, self.artifact_root)}
 
     def is_local_directory(self) -> bool:
-        return urlparse(self.source).scheme not in ("http", "https") and local_path(self.source).is_dir()
+        return not is_remote(self.source) and local_path(self.source).is_dir()
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         from tasks.ops.fetch import Digest, fetch

@@ -11,9 +11,7 @@ import luigi
 import numpy as np
 
 from tasks.base import ArtifactTask
-from tasks.datasets import DatasetChain
-from tasks.tfrecords import TFRecords
-from tasks.train import MODEL_FILE, Train
+from tasks.train import MODEL_FILE
 
 
 def predict_in_batches(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -35,16 +33,16 @@ def json_metrics(metrics: dict[str, Any], confusion_file: str = "confusion_matri
     return slim
 
 
-class Evaluate(DatasetChain, ArtifactTask):
+class Evaluate(ArtifactTask):
     stage = "evaluate"
-    version = 2
+    version = 3
+    reads = ("model", "examples")
+    provides = "evaluation"
 
+    dataset = luigi.Parameter(description="the dataset's name (the report's title)")
     split = luigi.Parameter(default="test")
     top_k = luigi.IntParameter(default=3)
     batch_size = luigi.IntParameter(default=256, significant=False)
-
-    def requires(self) -> dict[str, ArtifactTask]:
-        return {"train": Train(**self.chain()), "tfrecords": TFRecords(**self.chain())}
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         import keras
@@ -59,13 +57,13 @@ class Evaluate(DatasetChain, ArtifactTask):
         )
         from tasks.ops.shards import iter_split_batches, load_dataset_info
 
-        shards, trained = self.input_dir("tfrecords"), self.input_dir("train")
+        shards, trained = self.input_dir("examples"), self.input_dir("model")
         class_names = read_labels_txt(shards / "labels.txt")
         info = load_dataset_info(shards)
-        total = int(info["splits"][self.split]["count"])
+        total = info.count(self.split)
         model = keras.models.load_model(trained / MODEL_FILE, compile=False)
         # Streamed batch by batch: memory is one batch plus the confusion matrix, whatever the split's size.
-        accumulator = MetricsAccumulator(class_names, top_k=self.top_k, num_heads=int(info["num_heads"]))
+        accumulator = MetricsAccumulator(class_names, top_k=self.top_k, num_heads=info.num_heads)
         wrong = MisclassifiedSample()
         for images, labels in iter_split_batches(shards, self.split, self.batch_size):
             probabilities = predict_in_batches(model, images, self.batch_size)
@@ -82,7 +80,7 @@ class Evaluate(DatasetChain, ArtifactTask):
             "Confusion matrix": plot_confusion_matrix(accumulator.confusion, class_names,
                                                       out_dir / "confusion_matrix.png"),
             "Misclassified examples": plot_misclassified_grid(
-                *wrong.arrays(tuple(info["image_shape"]), () if info["num_heads"] == 1 else (info["num_heads"],)),
+                *wrong.arrays(info.image_shape, () if info.num_heads == 1 else (info.num_heads,)),
                 class_names, out_dir / "misclassified.png"),
         }
         metrics = json_metrics(metrics)

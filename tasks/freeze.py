@@ -9,24 +9,21 @@ from typing import Any
 import luigi
 
 from tasks.base import ArtifactTask
-from tasks.datasets import DatasetChain
-from tasks.evaluate import Evaluate
-from tasks.tfrecords import TFRecords
-from tasks.train import MODEL_FILE, Train
+from tasks.train import MODEL_FILE
 
 
-class Freeze(DatasetChain, ArtifactTask):
+class Freeze(ArtifactTask):
+    """Reads the model, the examples (held-out images to verify the export) and the evaluation: a frozen
+    model always has its report beside it."""
+
     stage = "freeze"
-    version = 2
+    version = 3
+    reads = ("model", "examples", "evaluation")
+    provides = "frozen"
 
     top_k = luigi.IntParameter(default=3)
     tolerance = luigi.FloatParameter(default=1e-5)
     verify_images = luigi.IntParameter(default=32, description="held-out images compared after reload")
-
-    def requires(self) -> dict[str, ArtifactTask]:
-        # Evaluate comes first in the DAG: a frozen model always has its report beside it.
-        return {"train": Train(**self.chain()), "tfrecords": TFRecords(**self.chain()),
-                "evaluate": Evaluate(**self.chain())}
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         import keras
@@ -35,17 +32,17 @@ class Freeze(DatasetChain, ArtifactTask):
         from tasks.ops.freeze import export_serving_model, verify_exported
         from tasks.ops.shards import encode_image, load_dataset_info, load_split_arrays
 
-        shards, trained = self.input_dir("tfrecords"), self.input_dir("train")
+        shards, trained = self.input_dir("examples"), self.input_dir("model")
         info = load_dataset_info(shards)
-        image_shape = tuple(info["image_shape"])
+        image_shape = info.image_shape
         model = keras.models.load_model(trained / MODEL_FILE, compile=False)
         export_serving_model(model, out_dir, image_shape=image_shape,
                              class_names=read_labels_txt(shards / "labels.txt"), top_k=self.top_k)
-        split = "test" if "test" in info["splits"] else "validation"
+        split = "test" if "test" in info.splits else "validation"
         held_out, _ = load_split_arrays(shards, split, limit=self.verify_images)
         encoded = [encode_image(image, "png") for image in held_out]
         max_diff = verify_exported(out_dir, model, encoded, image_shape=image_shape, tolerance=self.tolerance)
-        evaluation = self.requires()["evaluate"]
+        evaluation = self.requires()["evaluation"]
         return {"max_abs_diff": max_diff, "verified_images": len(encoded), "model_dir": ".",
                 # Relative to this artifact, as every manifest path is: right with a relative artifact root too.
                 "report_html": os.path.relpath(evaluation.artifact_dir / "report.html", self.artifact_dir)}

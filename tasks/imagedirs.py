@@ -9,23 +9,22 @@ from typing import Any
 import luigi
 
 from tasks.base import ArtifactTask
-from tasks.datasets import DatasetChain, decode_task
-from tasks.ops.examples import DatasetInfo, load_class_names, load_split
+from tasks.ops.dataset_info import DatasetInfo, SplitInfo
+from tasks.ops.examples import load_class_names, load_split
 from tasks.ops.imagedirs import assign_splits, write_image_dirs
 
 
-class ImageDirs(DatasetChain, ArtifactTask):
+class ImageDirs(ArtifactTask):
     stage = "imagedirs"
-    version = 1
+    version = 2
+    reads = ("decoded",)
+    provides = "image_dirs"
 
     validation_fraction = luigi.FloatParameter(default=0.1)
     workers = luigi.IntParameter(default=2, significant=False)
 
-    def requires(self) -> ArtifactTask:
-        return decode_task(**self.chain())
-
     def build(self, out_dir: Path) -> dict[str, Any]:
-        decoded = self.input_dir()
+        decoded = self.input_dir("decoded")
         info = DatasetInfo.load(decoded)
         class_names = load_class_names(decoded)
         keys = {split: load_split(decoded, split)["key"] for split in info.splits}
@@ -36,7 +35,6 @@ class ImageDirs(DatasetChain, ArtifactTask):
             progress=lambda done, total: self.report_progress(done, total, f"PNG {done}/{total}"),
         )
         shutil.copy(decoded / "labels.txt", out_dir / "labels.txt")
-        DatasetInfo(info.dataset, info.image_shape, info.num_classes, info.num_heads, counts,
-                    info.folder_style).save(out_dir)
+        splits = {split: SplitInfo(counts[split], source=source) for split, (source, _) in assignment.items()}
+        info.with_splits(splits).save(out_dir)
         return {"records": counts}
-

@@ -14,16 +14,20 @@ from typing import Any
 import luigi
 
 from tasks.base import ArtifactTask
-from tasks.datasets import DatasetChain, dataset_defaults
-from tasks.tfrecords import TFRecords
+from tasks.ops.dataset_info import DatasetInfo
 
 MODEL_FILE = "model.keras"
+DEFAULT_KEYS = ("model", "flip_left_right", "brightness", "contrast")
 
 
-class Train(DatasetChain, ArtifactTask):
+class Train(ArtifactTask):
     stage = "train"
-    version = 1
+    version = 2
+    reads = ("examples",)
+    provides = "model"
 
+    dataset_defaults = luigi.DictParameter(
+        default={}, description="the dataset's registry defaults: model and augmentation (set by the pipeline)")
     model = luigi.Parameter(default="", description="models/ builder name ('' = the dataset's default)")
     model_options = luigi.DictParameter(default={}, description="extra keyword arguments for the builder")
     epochs = luigi.IntParameter(default=10)
@@ -43,28 +47,31 @@ class Train(DatasetChain, ArtifactTask):
                                          significant=False,
                                          description="tf.data runtime tuning (off: parallelism = cores)")
 
-    def requires(self) -> TFRecords:
-        return TFRecords(**self.chain())
+    def dataset_default(self, name: str) -> Any:
+        if name not in self.dataset_defaults:
+            raise ValueError(f"Train has no dataset default for {name!r}; its pipeline passes "
+                             f"{sorted(self.dataset_defaults)} (set Train.model explicitly outside a pipeline)")
+        return self.dataset_defaults[name]
 
     def model_name(self) -> str:
-        return self.model or dataset_defaults(self.dataset).model
+        return self.model or self.dataset_default("model")
 
     def work_dir(self) -> Path:
         """Checkpoints and logs that must survive a killed process: outside the temporary build dir."""
         return self.artifact_root / self.stage / ".work" / f"{self.task_family}-{self.artifact_key}"
 
-    def train_config(self, info: dict) -> Any:
+    def train_config(self, info: DatasetInfo) -> Any:
         from tasks.ops.input_pipeline import AugmentConfig
         from tasks.ops.training import TrainConfig
 
-        defaults = dataset_defaults(self.dataset)
-        augment = (AugmentConfig(defaults.flip_left_right, defaults.brightness, defaults.contrast)
+        augment = (AugmentConfig(bool(self.dataset_default("flip_left_right")),
+                                 float(self.dataset_default("brightness")), float(self.dataset_default("contrast")))
                    if self.augment else AugmentConfig())
         return TrainConfig(
-            model=self.model_name(), image_shape=tuple(info["image_shape"]), num_classes=info["num_classes"],
-            num_heads=info["num_heads"], epochs=self.epochs, batch_size=self.batch_size,
+            model=self.model_name(), image_shape=info.image_shape, num_classes=info.num_classes,
+            num_heads=info.num_heads, epochs=self.epochs, batch_size=self.batch_size,
             learning_rate=self.learning_rate, lr_schedule=self.lr_schedule, jit_compile=self.jit_compile,
-            steps_per_epoch=max(1, math.ceil(info["splits"]["train"]["count"] / self.batch_size)),
+            steps_per_epoch=max(1, math.ceil(info.count("train") / self.batch_size)),
             seed=self.seed, patience=self.patience,
             shuffle_buffer=self.shuffle_buffer, augment=augment, mixed_precision=self.mixed_precision,
             strategy=self.strategy, model_options=dict(self.model_options),
@@ -76,9 +83,9 @@ class Train(DatasetChain, ArtifactTask):
         from tasks.ops.shards import load_dataset_info, load_split_arrays
         from tasks.ops.training import fit
 
-        shards = self.input_dir()
+        shards = self.input_dir("examples")
         info = load_dataset_info(shards)
-        files = {split: [str(shards / f) for f in spec["files"]] for split, spec in info["splits"].items()}
+        files = {split: [str(shards / f) for f in spec.files] for split, spec in info.splits.items()}
         if "validation" not in files:
             raise ValueError(f"{shards}: no validation split; set ImageDirs.validation_fraction > 0")
         config = self.train_config(info)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from pipelines import cli
-from tasks.formats.cifar import CIFAR10, CIFAR100, write_cifar_archive
+from tasks.formats.cifar import CIFAR10, CIFAR100
+from tests.fakes.cifar import write_cifar_archive
 from tests.helpers.http import LoopbackServer
 
 REPO = Path(__file__).resolve().parents[1]

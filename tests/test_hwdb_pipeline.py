@@ -19,8 +19,8 @@ from tasks.decode_hwdb import DecodeHwdb, HwdbArchives
 from tasks.formats.errors import ArchiveError, GntFormatError
 from tasks.formats.gnt import iter_gnt
 from tasks.ops.examples import DatasetInfo, load_split
-from tasks.ops.hwdb_fake import DEFAULT_CHARS, TEST_DIR, TRAIN_DIR, FakeHwdb, write_fake_hwdb
 from tasks.ops.images import fit_to_square
+from tests.fakes.hwdb import DEFAULT_CHARS, TEST_DIR, TRAIN_DIR, FakeHwdb, write_fake_hwdb
 from tests.helpers.http import LoopbackServer
 
 TEST_ONLY = "鳌"  # a GB2312 character the training files never show

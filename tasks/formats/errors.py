@@ -52,3 +52,25 @@ class UnsafePickleError(FormatError):
 
 class GntFormatError(FormatError):
     """A CASIA HWDB `.gnt` file that is truncated or malformed."""
+
+
+class IdxFormatError(FormatError):
+    """An IDX (MNIST-style) file with a bad header, a size that disagrees with its dimensions or a broken gzip stream.
+
+    For a gzip file ``offset`` counts bytes of the decompressed stream (``decompressed=True``), and the message
+    says so: ``"path, byte offset 8 of the decompressed stream: ..."``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        offset: int | None = None,
+        decompressed: bool = False,
+    ) -> None:
+        super().__init__(message, path=path, offset=offset)
+        self.decompressed = decompressed
+        if decompressed and offset is not None:
+            where = f"{self.path}, " if self.path is not None else ""
+            self.args = (f"{where}byte offset {offset} of the decompressed stream: {message}",)

@@ -1,4 +1,4 @@
-"""CASIA HWDB ``.gnt`` codec: a block-buffered, fully validating streaming reader, a writer and a counter.
+"""CASIA HWDB ``.gnt`` codec: a block-buffered, fully validating streaming reader and a counter.
 
 Each sample is a 10-byte header followed by a grayscale bitmap::
 
@@ -11,14 +11,15 @@ Each sample is a 10-byte header followed by a grayscale bitmap::
 The reader pulls the file in large blocks into one reusable buffer and parses headers with
 ``struct.unpack_from``, so memory stays at about one block plus one sample whatever the file size.
 Only a clean end of file exactly at a sample boundary ends iteration; anything else raises
-GntFormatError naming the file, the byte offset and the sample index.
+GntFormatError naming the file, the byte offset and the sample index. The writer used by tests and bench
+is ``tests/fakes/gnt.py``.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -196,31 +197,3 @@ def iter_gnt_tags(path: str | Path, *, max_dim: int = DEFAULT_MAX_DIM) -> Iterat
 def count_gnt_samples(path: str | Path, *, max_dim: int = DEFAULT_MAX_DIM) -> int:
     """Count samples by reading only headers and seeking over bitmaps (same validation as iter_gnt)."""
     return sum(1 for _tag in iter_gnt_tags(path, max_dim=max_dim))
-
-
-def encode_sample(tag: str, bitmap: np.ndarray) -> bytes:
-    """One sample's bytes; ``tag`` must be a single character with a 2-byte GB2312 code."""
-    bitmap = np.asarray(bitmap)
-    if bitmap.dtype != np.uint8 or bitmap.ndim != 2 or 0 in bitmap.shape:
-        raise ValueError(f"bitmap must be a non-empty 2-D uint8 array, got {bitmap.shape} {bitmap.dtype}")
-    height, width = bitmap.shape
-    if width > 0xFFFF or height > 0xFFFF:
-        raise ValueError(f"bitmap {width}x{height} does not fit the 16-bit size fields")
-    try:
-        tag_bytes = tag.encode(TAG_ENCODING)
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"tag {tag!r} has no GB2312 code") from exc
-    if len(tag) != 1 or len(tag_bytes) != 2:
-        raise ValueError(f"tag {tag!r} must be one character with a 2-byte GB2312 code")
-    header = HEADER.pack(HEADER_SIZE + width * height, tag_bytes, width, height)
-    return header + np.ascontiguousarray(bitmap).tobytes()
-
-
-def write_gnt(path: str | Path, samples: Iterable[tuple[str, np.ndarray]]) -> int:
-    """Write ``(tag, bitmap)`` pairs as a ``.gnt`` file; returns the number of samples written."""
-    count = 0
-    with open(path, "wb") as stream:
-        for tag, bitmap in samples:
-            stream.write(encode_sample(tag, bitmap))
-            count += 1
-    return count

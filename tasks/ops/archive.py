@@ -14,6 +14,7 @@ import os
 import posixpath
 import shutil
 import stat
+import subprocess
 import tarfile
 import tempfile
 import zipfile
@@ -316,3 +317,70 @@ def _copy_zip_member_bytes(
 
 def _unique(paths: list[str]) -> list[str]:
     return list(dict.fromkeys(paths))
+
+
+# ---- ALZip (the official CASIA HWDB1.1 train zip wraps an .alz archive) -------------------------------
+def unalz_missing_message(alz: Path) -> str:
+    return (
+        f"{alz.name} is an ALZip archive and the `unalz` command is not installed. Install it and rerun, "
+        f"or extract it by hand: `apt-get install unalz && unalz {alz.name}`, put the extracted train and "
+        "test folders of .gnt files (e.g. HWDB1.1trn_gnt/ and HWDB1.1tst_gnt/) in one directory DIR, and "
+        "run `tfpipe run hwdb --source DIR`"
+    )
+
+
+def check_extracted_tree(root: Path, archive: Path) -> None:
+    """Every path below ``root`` is a regular file or directory that stays inside ``root``."""
+    inside = root.resolve()
+    for path in root.rglob("*"):
+        member = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise ArchiveError("extracted a symbolic link", path=archive, member=member)
+        resolved = path.resolve()
+        if resolved != inside and inside not in resolved.parents:
+            raise ArchiveError("extracted a path outside the extraction directory", path=archive, member=member)
+        if not (path.is_file() or path.is_dir()):
+            raise ArchiveError("extracted something that is not a file or directory", path=archive, member=member)
+
+
+def run_unalz(alz: Path, dest: Path) -> None:
+    """Extract an ALZip archive into the new directory ``dest`` with the ``unalz`` command, then check it."""
+    unalz = shutil.which("unalz")
+    if unalz is None:
+        raise ValueError(f"{alz}: {unalz_missing_message(alz)}")
+    dest.mkdir(parents=True)
+    result = subprocess.run([unalz, str(alz.resolve()), str(dest.resolve())], cwd=dest, capture_output=True,
+                            text=True, errors="replace", check=False)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()[-500:]
+        raise ArchiveError(f"unalz exited with {result.returncode}: {detail}", path=alz)
+    check_extracted_tree(dest, alz)
+
+
+def alz_volumes(alz: Path) -> list[Path]:
+    """The ``.alz`` file and the ``.a00``, ``.a01``... volumes of a split ALZip archive beside it."""
+    parts = [p for p in alz.parent.glob(f"{alz.stem}.[aA][0-9][0-9]") if p.is_file()]
+    return [alz, *sorted(parts)]
+
+
+def extract_alz_archives(root: Path) -> list[Path]:
+    """Replace every ``.alz`` below ``root`` by a folder of its contents named after it; returns the folders."""
+    folders = []
+    for alz in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".alz"):
+        dest = alz.with_suffix("")
+        if dest.exists():
+            dest = alz.with_suffix(".unalz")
+        run_unalz(alz, dest)
+        for volume in alz_volumes(alz):  # the archive's bytes now live in ``dest``; don't keep both
+            volume.unlink()
+        folders.append(dest)
+    return folders
+
+
+def unpack(data: Path, dest: Path) -> Path:
+    """A folder to read: ``data`` itself if it is one, else ``data`` safely extracted to ``dest`` (.alz too)."""
+    if data.is_dir():
+        return data
+    safe_extract(data, dest)
+    extract_alz_archives(dest)
+    return dest

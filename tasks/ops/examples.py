@@ -1,15 +1,15 @@
 """The decoded-examples layout every decode stage writes, and stable per-example hashing. No Luigi.
 
-A decoded artifact holds ``labels.txt``, ``dataset.json`` and one array directory per source split
-(``image`` uint8 HxWxC, ``label`` int32 of shape () or (num_heads,), ``key`` bytes).
+A decoded artifact holds ``labels.txt``, ``dataset_info.json`` and one array directory per source split
+(``image`` uint8 HxWxC, ``label`` int32 of shape () or (num_heads,), ``key`` bytes naming the example in its
+source, ``sha256`` the digest of the decoded pixels: the content key caches that outlive one artifact use).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,50 +17,53 @@ import numpy as np
 from tasks.formats.arrays import ArrayWriter, open_arrays
 from tasks.formats.tfrecord import read_labels_txt, write_labels_txt
 
-DATASET_JSON = "dataset.json"
 KEY_BYTES = 96
+DIGEST_BYTES = 32
+# retrain.py's convention: files that differ only after ``_nohash_`` (``photo_nohash_2.jpg``) are one group
+# and always land in the same split.
+NOHASH_MARKER = re.compile(r"_nohash_.*$")
 
 
-@dataclass
-class DatasetInfo:
-    dataset: str
-    image_shape: tuple[int, int, int]
-    num_classes: int
-    num_heads: int = 1
-    splits: dict[str, int] = field(default_factory=dict)
-    # Class folders of the image-dirs stage: "name" (``airplane/``) or "index" (``00042/``, for HWDB's
-    # thousands of characters, as in the seeds).
-    folder_style: str = "name"
-
-    def save(self, directory: Path) -> None:
-        (Path(directory) / DATASET_JSON).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
-
-    @classmethod
-    def load(cls, directory: Path) -> DatasetInfo:
-        raw = json.loads((Path(directory) / DATASET_JSON).read_text())
-        raw["image_shape"] = tuple(raw["image_shape"])
-        return cls(**raw)
-
-
-def example_columns(image_shape: Sequence[int], num_heads: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+def example_columns(image_shape: Sequence[int], num_heads: int,
+                    key_bytes: int = KEY_BYTES) -> dict[str, tuple[str, tuple[int, ...]]]:
     label_shape: tuple[int, ...] = () if num_heads == 1 else (num_heads,)
     return {
         "image": ("uint8", tuple(image_shape)),
         "label": ("int32", label_shape),
-        "key": (f"S{KEY_BYTES}", ()),
+        "key": (f"S{key_bytes}", ()),
+        "sha256": (f"S{DIGEST_BYTES}", ()),
     }
 
 
-def open_split_writer(decoded_dir: Path, split: str, image_shape: Sequence[int], num_heads: int) -> ArrayWriter:
-    return ArrayWriter(Path(decoded_dir) / split, example_columns(image_shape, num_heads))
+def pixel_digests(images: np.ndarray) -> np.ndarray:
+    """sha256 of each image's decoded uint8 pixels (row-major HWC bytes), as (N,) ``S32``."""
+    rows = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
+    return np.asarray([hashlib.sha256(row).digest() for row in rows], dtype=f"S{DIGEST_BYTES}")
 
 
-def encode_keys(keys: Sequence[str]) -> np.ndarray:
+class ExampleWriter(ArrayWriter):
+    """Appends examples of one split; every example gets its content key (``sha256``) here, by construction."""
+
+    def __init__(self, directory: Path, image_shape: Sequence[int], num_heads: int, key_bytes: int = KEY_BYTES) -> None:
+        super().__init__(directory, example_columns(image_shape, num_heads, key_bytes))
+        self.key_bytes = key_bytes
+
+    def append(self, *, image: np.ndarray, label: np.ndarray | Sequence, key: np.ndarray | Sequence) -> None:
+        images = np.ascontiguousarray(image, dtype=np.uint8)
+        super().append(image=images, label=label, key=key, sha256=pixel_digests(images))
+
+
+def open_split_writer(decoded_dir: Path, split: str, image_shape: Sequence[int], num_heads: int,
+                      key_bytes: int = KEY_BYTES) -> ExampleWriter:
+    return ExampleWriter(Path(decoded_dir) / split, image_shape, num_heads, key_bytes)
+
+
+def encode_keys(keys: Sequence[str], width: int = KEY_BYTES) -> np.ndarray:
     encoded = [k.encode() for k in keys]
-    too_long = [k for k in encoded if len(k) > KEY_BYTES]
+    too_long = [k for k in encoded if len(k) > width]
     if too_long:
-        raise ValueError(f"example key longer than {KEY_BYTES} bytes: {too_long[0]!r}")
-    return np.asarray(encoded, dtype=f"S{KEY_BYTES}")
+        raise ValueError(f"example key longer than {width} bytes: {too_long[0]!r}")
+    return np.asarray(encoded, dtype=f"S{width}")
 
 
 def load_split(decoded_dir: Path, split: str) -> dict[str, np.ndarray]:
@@ -76,9 +79,17 @@ def load_class_names(directory: Path) -> list[str]:
 
 
 def stable_unit(key: bytes | str, salt: str) -> float:
-    """A number in [0, 1) fixed by the example key alone: adding data never moves existing examples."""
-    digest = hashlib.sha256(salt.encode() + b"\0" + _as_bytes(key)).digest()
+    """A number in [0, 1) fixed by the example key's group alone: adding data never moves existing examples,
+    and keys that differ only after ``_nohash_`` get the same number."""
+    digest = hashlib.sha256(salt.encode() + b"\0" + split_group(_as_bytes(key))).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_group(key: bytes) -> bytes:
+    """The part of a key that decides its split: everything before a ``_nohash_`` marker in its file name."""
+    text = key.decode("utf-8", "surrogateescape")
+    head, slash, name = text.rpartition("/")
+    return f"{head}{slash}{NOHASH_MARKER.sub('', name)}".encode("utf-8", "surrogateescape")
 
 
 def stable_order(keys: Sequence[bytes | str] | np.ndarray, salt: str) -> np.ndarray:

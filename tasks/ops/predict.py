@@ -1,5 +1,17 @@
 """Predict labels for image files with a model exported by `tasks.ops.freeze.export_serving_model`.
 
+Bad files never fail a batch: `Predictor.check_images` reads every file and test-decodes it with the
+serving graph's own decode function (`tasks.ops.freeze.decode_pixels`), returning the good ones with
+their bytes and a `BadImage` (path and a one-line reason) for each of the others; `predict_encoded` runs
+the model on the good ones. `predict` does both and raises `BadImagesError` listing every bad file.
+
+Truncated files: TensorFlow's decoders (2.21) reject a JPEG cut anywhere before its end-of-image marker
+and a PNG cut anywhere (reported as "truncated JPEG ..." / "not a decodable image: ..."). A file the
+decoder does accept although incomplete (a GIF missing only its trailer byte, a zero-padded BMP, or a
+truncated JPEG on a TF build that recovers truncated data) passes the check and is predicted from exactly
+the pixels the serving graph decodes, because check and graph share one decode function: the check and
+the prediction never disagree about a file.
+
 TensorFlow is imported inside the functions, so importing this module (e.g. for ``tfpipe --help``)
 stays cheap.
 """
@@ -7,6 +19,9 @@ stays cheap.
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +32,11 @@ LABELS_FILE = "labels.txt"
 FROZEN_GRAPH_INFO_FILE = "frozen_graph.json"
 SERVING_SIGNATURE = "serving_default"
 INPUT_NAME = "image_bytes"
+MAX_REASON_CHARS = 200
+JPEG_START = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"
+# TF decorations in an error message: {{node x}}, {{function_node x}}, [[...]], [Op:X] name: y
+_TF_DECORATION = re.compile(r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\](?:\s*name:\s*\S*)?")
 
 
 @dataclass(frozen=True)
@@ -37,6 +57,31 @@ class Prediction:
     def label(self) -> str:
         """The predicted label: the top-1 class, or the concatenated text for a multi-head model."""
         return self.text if self.text is not None else self.top[0][0]
+
+
+@dataclass(frozen=True)
+class BadImage:
+    """A file that cannot be predicted and why, as one short line (no TensorFlow graph context)."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+class BadImagesError(ValueError):
+    """Some files cannot be predicted; ``bad`` lists every one of them, in input order."""
+
+    def __init__(self, bad: Sequence[BadImage]) -> None:
+        self.bad = tuple(bad)
+        count = len(self.bad)
+        super().__init__(f"{count} bad image file{'s' if count != 1 else ''}:\n{format_bad_images(self.bad)}")
+
+
+def format_bad_images(bad: Sequence[BadImage]) -> str:
+    """One ``path: reason`` line per bad file."""
+    return "\n".join(str(item) for item in bad)
 
 
 def read_labels(path: Path) -> list[str]:
@@ -73,18 +118,45 @@ class Predictor:
     def predict(self, paths: Sequence[Path], *, batch_size: int = 64) -> list[Prediction]:
         """Predict every file in ``paths``, in order, running the model ``batch_size`` images at a time.
 
-        Every file is read and its bytes test-decoded before any batch runs, so an unreadable or
-        corrupt file raises ValueError naming that file instead of failing a whole batch.
+        Every file is read and test-decoded before any batch runs (`check_images`); if any is bad,
+        raises `BadImagesError` listing all of them and predicts none.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        paths = [Path(p) for p in paths]
-        encoded = [self._read_checked(path) for path in paths]
+        _check_batch_size(batch_size)
+        good, bad = self.check_images(paths)
+        if bad:
+            raise BadImagesError(bad)
+        return self.predict_encoded(good, batch_size)
+
+    def check_images(self, paths: Sequence[Path]) -> tuple[list[tuple[Path, bytes]], list[BadImage]]:
+        """Read and test-decode every file: ``(good, bad)``, each in input order.
+
+        ``good`` holds ``(path, encoded bytes)`` for `predict_encoded`; ``bad`` a `BadImage` for each file
+        that is missing, unreadable, a directory or other non-regular file, empty, or not decodable by the
+        serving graph (corrupt or truncated). Nothing is raised for a bad file.
+        """
+        good: list[tuple[Path, bytes]] = []
+        bad: list[BadImage] = []
+        for raw_path in paths:
+            path = Path(raw_path)
+            data, reason = self._read_checked(path)
+            if reason is None:
+                good.append((path, data))
+            else:
+                bad.append(BadImage(path, reason))
+        return good, bad
+
+    def predict_encoded(self, items: Sequence[tuple[Path, bytes]], batch_size: int = 64) -> list[Prediction]:
+        """Predict ``(path, encoded bytes)`` pairs from `check_images`, in order, ``batch_size`` at a time.
+
+        Bytes that were not checked and turn out undecodable raise `BadImagesError` naming the bad ones of
+        the failing batch (none of that batch is predicted).
+        """
+        _check_batch_size(batch_size)
+        items = [(Path(path), data) for path, data in items]
         predictions: list[Prediction] = []
-        for start, chunk in _chunks(encoded, batch_size):
-            probabilities = self.run_batch(chunk)
-            batch_paths = paths[start : start + len(chunk)]
-            for path, probs in zip(batch_paths, probabilities, strict=True):
+        for chunk in _chunks(items, batch_size):
+            probabilities = self._run_checked_batch(chunk)
+            for (path, _), probs in zip(chunk, probabilities, strict=True):
                 predictions.append(self._to_prediction(path, probs))
         return predictions
 
@@ -95,18 +167,44 @@ class Predictor:
         outputs = self._serve(**{INPUT_NAME: tf.constant(encoded_images, dtype=tf.string)})
         return outputs["probabilities"].numpy()
 
-    def _read_checked(self, path: Path) -> bytes:
+    def _run_checked_batch(self, chunk: list[tuple[Path, bytes]]) -> Any:
         import tensorflow as tf
 
         try:
+            return self.run_batch([data for _, data in chunk])
+        except tf.errors.OpError:
+            bad = [BadImage(path, reason) for path, data in chunk if (reason := self._decode_problem(data))]
+            if bad:
+                raise BadImagesError(bad) from None
+            raise
+
+    def _read_checked(self, path: Path) -> tuple[bytes, str | None]:
+        """The file's bytes and None, or ``b""`` and the one-line reason it cannot be predicted."""
+        try:
+            mode = os.stat(path).st_mode
+            if stat.S_ISDIR(mode):
+                return b"", "is a directory, not an image file"
+            if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
+                return b"", "not a regular file"
             data = path.read_bytes()
         except OSError as err:
-            raise ValueError(f"{path}: cannot read image file: {err.strerror or err}") from err
+            return b"", f"cannot read: {err.strerror or err}"
+        if not data:
+            return b"", "empty file (0 bytes)"
+        return data, self._decode_problem(data)
+
+    def _decode_problem(self, data: bytes) -> str | None:
+        """None if the serving graph's decode accepts ``data``, else a one-line reason."""
+        import tensorflow as tf
+
         try:
             self._check_decodes(tf.constant(data, dtype=tf.string))
-        except tf.errors.InvalidArgumentError as err:
-            raise ValueError(f"{path}: not a decodable PNG/JPEG/BMP/GIF image: {err.message}") from err
-        return data
+        except tf.errors.OpError as err:
+            detail = tf_error_line(err.message)
+            if data.startswith(JPEG_START) and not data.rstrip(b"\0").endswith(JPEG_END):
+                return _clip(f"truncated JPEG (no end-of-image marker): {detail}")
+            return _clip(f"not a decodable image: {detail}")
+        return None
 
     def _to_prediction(self, path: Path, probabilities: Any) -> Prediction:
         if probabilities.ndim == 1:
@@ -133,9 +231,42 @@ def _make_decode_check(channels: int) -> Any:
     return check
 
 
-def _chunks(items: list[bytes], size: int) -> Iterator[tuple[int, list[bytes]]]:
+def tf_error_line(message: str) -> str:
+    """The one line of a TensorFlow error message that says what went wrong.
+
+    Graph-mode messages open with "Graph execution error:" and a "Detected at node ... defined at"
+    Python stack, and end with ``[[{{node ...}}]] [Op:...]``; eager ones wrap the text in
+    ``{{function_node ...}} ... [Op:X] name:``. All of that is dropped.
+    """
+    in_stack = False
+    for line in message.splitlines():
+        text = line.strip()
+        if not text or text.startswith("Graph execution error"):
+            continue
+        if text.startswith("Detected at node") or text.startswith("Detected in"):
+            in_stack = True
+            continue
+        if in_stack and line[:1].isspace():  # the stack's indented "File ..." and source lines
+            continue
+        in_stack = False
+        cleaned = " ".join(_TF_DECORATION.sub(" ", text).split())
+        if cleaned:
+            return cleaned
+    return "decode failed"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _chunks(items: list[tuple[Path, bytes]], size: int) -> Iterator[list[tuple[Path, bytes]]]:
     for start in range(0, len(items), size):
-        yield start, items[start : start + size]
+        yield items[start : start + size]
 
 
 def load_predictor(model_dir: Path) -> Predictor:

@@ -6,7 +6,6 @@ is many times faster to write and to read than PNG (see docs/PERFORMANCE.md); ``
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +22,10 @@ from tasks.formats.tfrecord import (
     int_entry_column,
     shard_names,
 )
+from tasks.ops.dataset_info import DatasetInfo
 from tasks.ops.examples import stable_order
 from tasks.ops.images import encode_png
 
-DATASET_INFO_JSON = "dataset_info.json"
 IMAGE_FORMATS = ("raw", "png")
 ProgressFn = Callable[[int, int], None]
 
@@ -59,7 +58,7 @@ def encode_image(image: np.ndarray, image_format: str) -> bytes:
     return encode_png(image)
 
 
-VARYING_FEATURES = ("image/encoded", "image/class/label", "image/key")
+VARYING_FEATURES = ("image/encoded", "image/class/label", "image/key", "image/sha256")
 
 
 def example_encoder(image_shape: tuple[int, ...], image_format: str) -> ExampleEncoder:
@@ -75,6 +74,7 @@ def write_split_shards(
     images: np.ndarray,
     labels: np.ndarray,
     keys: np.ndarray,
+    digests: np.ndarray,
     rows: np.ndarray,
     spec: ShardSpec,
     progress: ProgressFn | None = None,
@@ -82,7 +82,8 @@ def write_split_shards(
 ) -> list[str]:
     """Shuffle ``rows`` of a split deterministically (by key hash) and deal them into contiguous shards.
 
-    ``images``/``labels``/``keys`` may be memory-mapped: rows are read a chunk at a time, never all at once.
+    ``digests`` are the examples' content keys (raw sha256), stored as hex in ``image/sha256``.
+    ``images``/``labels``/``keys``/``digests`` may be memory-mapped: rows are read a chunk at a time, never all at once.
     With ``workers > 1`` that many threads write the shards (same bytes as one).
     """
     order = rows[stable_order(keys[rows], f"shuffle:{spec.shuffle_seed}")]
@@ -90,7 +91,7 @@ def write_split_shards(
     names = shard_names(spec.dataset, split, num_shards)
     bounds = np.linspace(0, len(order), num_shards + 1).astype(int)
     jobs = [(out_dir / name, order[bounds[i] : bounds[i + 1]]) for i, name in enumerate(names)]
-    arrays = (images, labels, keys, spec)
+    arrays = (images, labels, keys, digests, spec)
     done = 0
     for written in _run_shard_jobs(jobs, arrays, workers):
         done += written
@@ -117,48 +118,58 @@ def _run_shard_jobs(jobs: list[tuple[Path, np.ndarray]], arrays: tuple, workers:
 
 
 def write_one_shard(path: Path, shard_rows: np.ndarray, images: np.ndarray, labels: np.ndarray, keys: np.ndarray,
-                    spec: ShardSpec) -> int:
+                    digests: np.ndarray, spec: ShardSpec) -> int:
     encoder = example_encoder(images.shape[1:], spec.image_format)
     with TFRecordWriter(path) as writer:
         for start in range(0, len(shard_rows), CHUNK_ROWS):
             chunk = shard_rows[start : start + CHUNK_ROWS]
+            hex_digests = hex_column(digests[chunk])
             if spec.image_format == "raw":
-                writer.write_framed(frame_raw_chunk(images[chunk], labels[chunk], keys[chunk], encoder), len(chunk))
+                writer.write_framed(frame_raw_chunk(images[chunk], labels[chunk], keys[chunk], hex_digests, encoder),
+                                    len(chunk))
             else:
-                writer.write_many(encode_chunk(images[chunk], labels[chunk], keys[chunk], spec.image_format,
-                                               encoder))
+                writer.write_many(encode_chunk(images[chunk], labels[chunk], keys[chunk], hex_digests,
+                                               spec.image_format, encoder))
     return len(shard_rows)
+
+
+def hex_column(digests: np.ndarray) -> np.ndarray:
+    """Raw ``S32`` digests as lowercase hex, ``S64`` (the text ``image/sha256`` holds)."""
+    raw = np.ascontiguousarray(digests).view(np.uint8).reshape(len(digests), -1)
+    alphabet = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    text = np.empty((len(raw), raw.shape[1] * 2), dtype=np.uint8)
+    text[:, 0::2] = alphabet[raw >> 4]
+    text[:, 1::2] = alphabet[raw & 15]
+    return text.view(f"S{text.shape[1]}").reshape(len(raw))
 
 
 CHUNK_ROWS = 1024
 
 
-def frame_raw_chunk(images: np.ndarray, labels: np.ndarray, keys: np.ndarray, encoder: ExampleEncoder) -> np.ndarray:
+def frame_raw_chunk(images: np.ndarray, labels: np.ndarray, keys: np.ndarray, hex_digests: np.ndarray,
+                    encoder: ExampleEncoder) -> np.ndarray:
     """Framed records of a chunk of raw-pixel examples, built column-wise (see ExampleEncoder.frame_batch)."""
     pixels = np.ascontiguousarray(images).reshape(len(images), -1)
     small = {"image/class/label": int_entry_column("image/class/label", labels),
-             "image/key": bytes_entry_column("image/key", keys)}
+             "image/key": bytes_entry_column("image/key", keys),
+             "image/sha256": bytes_entry_column("image/sha256", hex_digests)}
     return encoder.frame_batch(small, {"image/encoded": pixels})
 
 
-def encode_chunk(images: np.ndarray, labels: np.ndarray, keys: np.ndarray, image_format: str,
-                 encoder: ExampleEncoder) -> list[bytes]:
+def encode_chunk(images: np.ndarray, labels: np.ndarray, keys: np.ndarray, hex_digests: np.ndarray,
+                 image_format: str, encoder: ExampleEncoder) -> list[bytes]:
     """Serialized Examples of a chunk of rows, image by image (encoded formats; raw goes through
     ``frame_raw_chunk``)."""
     label_lists = labels.reshape(len(labels), -1).tolist()
     key_list = keys.tolist()  # fixed-width bytes come back with the NUL padding stripped
     encoded = [encode_image(np.asarray(image), image_format) for image in images]
     encode = encoder.encode
-    return [encode({"image/encoded": data, "image/class/label": label, "image/key": key})
-            for data, label, key in zip(encoded, label_lists, key_list, strict=True)]
+    return [encode({"image/encoded": data, "image/class/label": label, "image/key": key, "image/sha256": digest})
+            for data, label, key, digest in zip(encoded, label_lists, key_list, hex_digests.tolist(), strict=True)]
 
 
-def save_dataset_info(out_dir: Path, info: dict) -> None:
-    (out_dir / DATASET_INFO_JSON).write_text(json.dumps(info, indent=2, sort_keys=True))
-
-
-def load_dataset_info(shard_dir: Path) -> dict:
-    return json.loads((Path(shard_dir) / DATASET_INFO_JSON).read_text())
+def load_dataset_info(shard_dir: Path) -> DatasetInfo:
+    return DatasetInfo.load(shard_dir)
 
 
 def decode_stored_image(encoded: bytes, image_format: str, shape: tuple[int, int, int]) -> np.ndarray:
@@ -177,9 +188,9 @@ def iter_shard_examples(shard_dir: Path, split: str, limit: int | None = None): 
     from tasks.formats.tfrecord import decode_example, read_records
 
     info = load_dataset_info(shard_dir)
-    shape = tuple(info["image_shape"])
+    shape = info.image_shape
     produced = 0
-    for name in info["splits"][split]["files"]:
+    for name in info.split(split).files:
         for record in read_records(Path(shard_dir) / name):
             features = decode_example(record)
             image_format = features["image/format"][0].decode()

@@ -20,11 +20,9 @@ from tasks.formats.cifar import (
     iter_split,
     read_cifar_batch,
     read_label_names,
-    write_cifar_archive,
-    write_cifar_batch,
-    write_meta,
 )
 from tasks.formats.errors import FormatError
+from tests.fakes.cifar import write_cifar_archive, write_cifar_batch, write_meta
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 REAL_META_DIR = FIXTURES / "cifar10_real_meta"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tasks.formats.errors import GntFormatError
-from tasks.formats.gnt import count_gnt_samples, encode_sample, iter_gnt, write_gnt
+from tasks.formats.gnt import count_gnt_samples, iter_gnt
+from tests.fakes.gnt import encode_sample, write_gnt
 
 CHARS = ["啊", "阿", "埃", "挨", "哎", "唉", "哀", "皑"]
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.formats.cifar import CIFAR100, read_cifar_batch, write_cifar_batch
-from tasks.formats.py2_pickle import dumps_python2
+from tasks.formats.cifar import CIFAR100, read_cifar_batch
 from tasks.formats.safe_pickle import load_restricted
 from tests.conftest import FIXTURES
+from tests.fakes.cifar import write_cifar_batch
+from tests.fakes.py2_pickle import dumps_python2
 
 REAL_META = FIXTURES / "cifar10_real_meta" / "batches.meta"
 

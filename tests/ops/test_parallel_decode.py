@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import tasks.ops.parallel_decode as parallel
-from tasks.formats.cifar import CIFAR100, write_cifar_batch
+from tasks.formats.cifar import CIFAR100
 from tasks.formats.errors import FormatError
+from tests.fakes.cifar import write_cifar_batch
 
 SIZES = [7, 10, 3, 12, 5, 9, 1]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,16 @@ import pytest
 from PIL import Image
 
 from tasks.ops.freeze import export_serving_model
-from tasks.ops.predict import Prediction, format_predictions, load_predictor, read_labels
+from tasks.ops.predict import (
+    BadImage,
+    BadImagesError,
+    Prediction,
+    format_bad_images,
+    format_predictions,
+    load_predictor,
+    read_labels,
+    tf_error_line,
+)
 
 SHAPE = (8, 8, 3)
 CLASSES = ["cat", "dog", "emu", "fox"]
@@ -90,22 +101,155 @@ def test_batch_size_does_not_change_results(classifier_dir: tuple[Path, keras.Mo
         np.testing.assert_allclose([p for _, p in a.top], [p for _, p in b.top], atol=1e-6)
 
 
-def test_corrupt_file_raises_value_error_naming_it(
+def write_jpeg(path: Path, seed: int = 0, side: int = 32) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def bad_files(directory: Path, good_png: Path) -> dict[str, Path]:
+    """One file per way an image can be bad, by name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "truncated_png": directory / "truncated.png",
+        "garbage": directory / "garbage.jpg",
+        "empty": directory / "empty.png",
+        "missing": directory / "missing.png",
+        "directory": directory / "folder.png",
+        "truncated_jpeg": directory / "truncated.jpg",
+    }
+    files["truncated_png"].write_bytes(good_png.read_bytes()[:40])
+    files["garbage"].write_bytes(b"this is not an image at all")
+    files["empty"].write_bytes(b"")
+    files["directory"].mkdir()
+    whole = write_jpeg(directory / "whole.jpg")
+    files["truncated_jpeg"].write_bytes(whole[: len(whole) // 2])
+    return files
+
+
+def test_predict_reports_every_bad_file_not_just_the_first(
     classifier_dir: tuple[Path, keras.Model], tmp_path: Path
 ) -> None:
     out_dir, _ = classifier_dir
     paths, _ = write_pngs(tmp_path / "images", 2)
-    truncated = tmp_path / "images" / "truncated.png"
-    truncated.write_bytes(paths[0].read_bytes()[:40])
-    garbage = tmp_path / "images" / "garbage.jpg"
-    garbage.write_bytes(b"this is not an image at all")
+    bad = bad_files(tmp_path / "bad", paths[0])
+    order = [paths[0], *bad.values(), paths[1]]
+    with pytest.raises(BadImagesError) as caught:
+        load_predictor(out_dir).predict(order, batch_size=2)
+    error = caught.value
+    assert isinstance(error, ValueError)  # the CLI's error path catches ValueError
+    assert [item.path for item in error.bad] == list(bad.values())
+    lines = str(error).splitlines()
+    assert lines[0] == f"{len(bad)} bad image files:"
+    assert lines[1:] == [f"{item.path}: {item.reason}" for item in error.bad]
+    reasons = {name: item.reason for name, item in zip(bad, error.bad, strict=True)}
+    assert reasons["empty"] == "empty file (0 bytes)"
+    assert reasons["missing"] == "cannot read: No such file or directory"
+    assert reasons["directory"] == "is a directory, not an image file"
+    assert reasons["garbage"].startswith("not a decodable image: Unknown image file format")
+    assert reasons["truncated_png"].startswith("not a decodable image: ")
+    assert reasons["truncated_jpeg"].startswith("truncated JPEG (no end-of-image marker): ")
+
+
+def test_bad_image_reason_is_one_short_line(classifier_dir: tuple[Path, keras.Model], tmp_path: Path) -> None:
+    out_dir, _ = classifier_dir
+    paths, _ = write_pngs(tmp_path / "images", 1)
+    bad = bad_files(tmp_path / "bad", paths[0])
+    _, reported = load_predictor(out_dir).check_images(list(bad.values()))
+    assert len(reported) == len(bad)
+    for item in reported:
+        assert item.reason and "\n" not in item.reason and len(item.reason) <= 200, item
+        for noise in ("node", "Traceback", "Graph execution", "[Op:", "File \"", "{{", "[["):
+            assert noise.lower() not in item.reason.lower(), item
+
+
+def test_check_images_separates_good_and_bad_in_order(
+    classifier_dir: tuple[Path, keras.Model], tmp_path: Path
+) -> None:
+    out_dir, _ = classifier_dir
+    paths, _ = write_pngs(tmp_path / "images", 4)
+    bad = bad_files(tmp_path / "bad", paths[0])
+    jpeg = tmp_path / "images" / "photo.jpg"
+    write_jpeg(jpeg, seed=3)
+    good_paths = [paths[0], paths[1], jpeg, paths[2], paths[3]]
+    mixed = [paths[0], bad["garbage"], paths[1], bad["empty"], jpeg, bad["missing"], paths[2], paths[3]]
     predictor = load_predictor(out_dir)
-    with pytest.raises(ValueError, match="truncated.png"):
-        predictor.predict([paths[0], truncated, paths[1]])
-    with pytest.raises(ValueError, match="garbage.jpg"):
-        predictor.predict([garbage])
-    with pytest.raises(ValueError, match="missing.png"):
-        predictor.predict([tmp_path / "missing.png"])
+    good, reported = predictor.check_images(mixed)
+    assert [path for path, _ in good] == good_paths
+    assert all(data == path.read_bytes() for path, data in good)
+    assert [item.path for item in reported] == [bad["garbage"], bad["empty"], bad["missing"]]
+    assert all(isinstance(item, BadImage) for item in reported)
+    skipped_bad = predictor.predict_encoded(good, 3)
+    assert [p.path for p in skipped_bad] == good_paths
+    assert [p.top for p in skipped_bad] == [p.top for p in predictor.predict(good_paths, batch_size=3)]
+
+
+def test_truncated_jpegs_are_reported_or_predicted_never_a_failed_batch(
+    classifier_dir: tuple[Path, keras.Model], tmp_path: Path
+) -> None:
+    """Whatever the check accepts the serving graph decodes too (they share one decode function)."""
+    out_dir, _ = classifier_dir
+    whole = write_jpeg(tmp_path / "whole.jpg", seed=5)
+    cut_paths = []
+    for keep in (2, 3, 20, len(whole) // 4, len(whole) // 2, len(whole) - 2, len(whole) - 1):
+        path = tmp_path / f"cut_{keep}.jpg"
+        path.write_bytes(whole[:keep])
+        cut_paths.append(path)
+    padded = tmp_path / "zero_padded.jpg"  # a preallocated download that stopped half way
+    padded.write_bytes(whole[: len(whole) // 2] + bytes(len(whole) - len(whole) // 2))
+    predictor = load_predictor(out_dir)
+    good, reported = predictor.check_images([tmp_path / "whole.jpg", *cut_paths, padded])
+    assert [path for path, _ in good][:1] == [tmp_path / "whole.jpg"]
+    assert len(predictor.predict_encoded(good, batch_size=len(good))) == len(good)
+    # TensorFlow 2.21 rejects a JPEG cut anywhere before its end-of-image marker
+    assert [item.path for item in reported] == [*cut_paths, padded]
+    assert all(item.reason.startswith("truncated JPEG") for item in reported[2:])
+
+
+def test_predict_encoded_names_unchecked_bad_bytes(classifier_dir: tuple[Path, keras.Model], tmp_path: Path) -> None:
+    out_dir, _ = classifier_dir
+    paths, _ = write_pngs(tmp_path / "images", 3)
+    items = [(path, path.read_bytes()) for path in paths]
+    items.insert(1, (tmp_path / "never_checked.png", b"\x89PNG not really"))
+    with pytest.raises(BadImagesError) as caught:
+        load_predictor(out_dir).predict_encoded(items, batch_size=2)
+    assert [item.path for item in caught.value.bad] == [tmp_path / "never_checked.png"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_reported(classifier_dir: tuple[Path, keras.Model], tmp_path: Path) -> None:
+    out_dir, _ = classifier_dir
+    paths, _ = write_pngs(tmp_path / "images", 1)
+    paths[0].chmod(0)
+    _, reported = load_predictor(out_dir).check_images(paths)
+    assert reported == [BadImage(paths[0], "cannot read: Permission denied")]
+
+
+def test_tf_error_line_keeps_only_what_went_wrong() -> None:
+    graph = (
+        "Graph execution error:\n\nDetected at node decode_image/DecodeImage defined at (most recent call last):\n"
+        '  File "/x/predict.py", line 131, in check\n\n  File "/x/freeze.py", line 88, in decode_pixels\n\n'
+        "jpeg::Uncompress failed. Invalid JPEG data or crop window.\n"
+        "\t [[{{node decode_image/DecodeImage}}]] [Op:__inference_check_410]"
+    )
+    eager = (
+        "{{function_node __wrapped__DecodeImage_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+        "Input is empty. [Op:DecodeImage] name: "
+    )
+    plain = "Invalid PNG. Failed to initialize decoder.\n\t [[{{node cond/decode_image/DecodeImage}}]] [Op:f]"
+    assert tf_error_line(graph) == "jpeg::Uncompress failed. Invalid JPEG data or crop window."
+    assert tf_error_line(eager) == "Input is empty."
+    assert tf_error_line(plain) == "Invalid PNG. Failed to initialize decoder."
+    assert tf_error_line("Graph execution error:\n\n") == "decode failed"
+
+
+def test_format_bad_images() -> None:
+    bad = [BadImage(Path("a.png"), "empty file (0 bytes)"), BadImage(Path("b/c.jpg"), "cannot read: Is a directory")]
+    lines = ["a.png: empty file (0 bytes)", "b/c.jpg: cannot read: Is a directory"]
+    assert format_bad_images(bad).splitlines() == lines
+    assert str(BadImagesError(bad[:1])) == "1 bad image file:\na.png: empty file (0 bytes)"
 
 
 def test_captcha_model_predicts_text_per_head(tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""A learnable, HWDB1.1-shaped fake data set written in the real ``.gnt`` byte format. No Luigi.
+"""Test support: a learnable, HWDB1.1-shaped fake data set written in the real ``.gnt`` byte format.
+
+Writes real-format fake data for tests and bench; not product code.
 
 Each character class gets a fixed random set of thick strokes; every sample redraws them with jitter,
 stroke-width noise and its own bitmap size (40-90 px per side), ink 0 on white 255 as in CASIA HWDB.
@@ -15,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tasks.formats.gnt import write_gnt
+from tests.fakes.gnt import write_gnt
 
 # The first GB2312 level-1 characters, in code order (the start of the real HWDB1.1 character set).
 DEFAULT_CHARS = "啊阿埃挨哎唉哀皑癌蔼矮艾碍爱隘鞍氨安俺按暗岸胺案肮昂盎凹敖熬"

@@ -1,4 +1,7 @@
-"""Pickles laid out as Python 2's ``cPickle.dump(obj, f, 2)`` wrote them, for fake data in the real format.
+"""Test support: pickles laid out as Python 2's ``cPickle.dump(obj, f, 2)`` wrote them.
+
+Writes real-format fake data for tests and bench; not product code (product code only reads pickles,
+through the restricted unpickler in :mod:`tasks.formats.safe_pickle`).
 
 The official CIFAR python batches are such pickles: every byte string (keys, file names, the 30 MB pixel
 string) is a ``SHORT_BINSTRING``/``BINSTRING`` and numpy's helpers are named ``numpy.core.multiarray``.

@@ -1,0 +1,217 @@
+"""The dataset registry: one entry per dataset, from which everything dataset-specific is derived.
+
+An entry names its decode task, its official sources (URLs with pinned checksums), its default model,
+image size and augmentation. The CLI's choices, the ``luigi --module pipelines.<name>`` wrapper tasks,
+``tfpipe status`` and the README's dataset table come from here. Adding a dataset is: a codec, a decode
+task, one ``register(Dataset(...))``.
+
+Importing this module imports every task class (none of them imports TensorFlow at module level), so
+Luigi's own command line knows them all: ``luigi --module pipelines.mnist Mnist --Train-epochs 3``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import luigi
+
+from tasks.base import ArtifactTask
+from tasks.captcha import DecodeCaptcha, GenerateCaptchas
+from tasks.decode_cifar import DecodeCifar
+from tasks.decode_hwdb import DecodeHwdb
+from tasks.decode_images import DecodeImages
+from tasks.decode_mnist import DecodeMnist
+from tasks.download import Download, is_remote
+
+# The role under which a user's ``--source`` reaches the decode stage.
+USER_SOURCE = "data"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One official file of a dataset: its role for the decode stage, URL and pinned digest."""
+
+    role: str
+    url: str
+    checksum: str = ""  # "sha256:<hex>" or "md5:<hex>"; "" = none is published, the user must pin it
+    size: int = 0  # bytes, as published (documentation; the checksum is what is verified)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation a dataset trains with by default (``Train.augment`` turns it off)."""
+
+    flip_left_right: bool = False
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    title: str
+    decode: type[ArtifactTask]
+    model: str
+    image_size: str  # as the README shows it, e.g. "32x32x3"
+    sources: tuple[Source, ...] = ()
+    augmentation: Augmentation = Augmentation()
+    # Made locally when no --source is given (captchas), instead of downloading ``sources``.
+    generator: type[ArtifactTask] | None = None
+    # Dataset-specific parameter values of the decode task (CIFAR's variant, ...): part of its key.
+    decode_params: Mapping[str, Any] = field(default_factory=dict)
+    source_help: str = ""  # what --source may be
+
+    def train_defaults(self) -> dict[str, Any]:
+        """The resolved defaults Train receives (and keys on): model and augmentation."""
+        aug = self.augmentation
+        return {"model": self.model, "flip_left_right": aug.flip_left_right, "brightness": aug.brightness,
+                "contrast": aug.contrast}
+
+    def source_tasks(self, source: str = "", checksum: str = "") -> dict[str, luigi.Task]:
+        """The tasks that bring the raw data, by role: the user's ``source``, the generator, or the official
+        files. ``checksum`` pins a single source (``sha256:<hex>``) or names roles (``train=sha256:<hex>,...``).
+        """
+        pins = parse_checksums(checksum)
+        if source:
+            unknown = sorted(set(pins) - {"", USER_SOURCE})
+            if unknown:
+                raise ValueError(f"--checksum names {', '.join(unknown)}, but --source is a single source")
+            return {USER_SOURCE: Download(source=source, checksum=pins.get("", pins.get(USER_SOURCE, "")))}
+        if self.generator is not None:
+            if pins:
+                raise ValueError(f"{self.name}: --checksum needs --source (the default data is generated)")
+            return {USER_SOURCE: self.generator()}
+        return {src.role: self._official_download(src, pins) for src in self._checked_roles(pins)}
+
+    def _checked_roles(self, pins: dict[str, str]) -> tuple[Source, ...]:
+        roles = {src.role for src in self.sources}
+        if "" in pins:
+            if len(self.sources) != 1:
+                raise ValueError(f"{self.name} has {len(roles)} sources; pin each by role: "
+                                 + ", ".join(f"--checksum {role}=sha256:<hex>" for role in sorted(roles)))
+            pins[self.sources[0].role] = pins.pop("")
+        unknown = sorted(set(pins) - roles)
+        if unknown:
+            raise ValueError(f"{self.name}: no source named {', '.join(unknown)}; "
+                             f"its sources: {', '.join(sorted(roles))}")
+        return self.sources
+
+    def _official_download(self, src: Source, pins: dict[str, str]) -> Download:
+        checksum = pins.get(src.role) or src.checksum
+        if not checksum and is_remote(src.url):
+            flag = "--checksum sha256:<hex>" if len(self.sources) == 1 else f"--checksum {src.role}=sha256:<hex>"
+            raise ValueError(f"{self.name}: no checksum is published for {src.url}; pin the file you trust "
+                             f"with {flag} (its sha256sum), or use --source with a local copy")
+        return Download(source=src.url, checksum=checksum)
+
+
+def parse_checksums(text: str) -> dict[str, str]:
+    """``"sha256:ab.."`` -> ``{"": "sha256:ab.."}``; ``"train=sha256:..,test=md5:.."`` -> by role."""
+    pins: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        role, sep, digest = part.rpartition("=")
+        role = role.strip() if sep else ""
+        if role in pins:
+            raise ValueError(f"--checksum pins {role or 'the source'} twice")
+        pins[role] = digest.strip()
+    return pins
+
+
+DATASETS: dict[str, Dataset] = {}
+
+
+def register(dataset: Dataset) -> Dataset:
+    """Add (or replace) a registry entry; the CLI and wrapper tasks pick it up from here."""
+    DATASETS[dataset.name] = dataset
+    return dataset
+
+
+def unregister(name: str) -> None:
+    DATASETS.pop(name, None)
+
+
+def get_dataset(name: str) -> Dataset:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+
+
+# Pins: CIFAR's md5 as published by its authors; MNIST, Fashion-MNIST and flower_photos sha256 and sizes as in
+# tensorflow/datasets (tensorflow_datasets/url_checksums/{mnist,fashion_mnist,tf_flowers}.txt).
+CIFAR_AUGMENTATION = Augmentation(flip_left_right=True, brightness=0.1, contrast=0.2)
+MNIST_BASE = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+FASHION_BASE = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+HWDB_BASE = "http://www.nlpr.ia.ac.cn/databases/download/feature_data/"
+
+register(Dataset(
+    name="captcha", title="4-letter captchas (A-Z) drawn by the `captcha` package; no network needed",
+    decode=DecodeCaptcha, generator=GenerateCaptchas, model="captcha_cnn", image_size="160x60x1",
+    source_help="a folder with labels.csv (index,label) and <index>.png files",
+))
+register(Dataset(
+    name="cifar10", title="CIFAR-10, the official python pickle archive", decode=DecodeCifar,
+    model="resnet_cifar", image_size="32x32x3", augmentation=CIFAR_AUGMENTATION,
+    sources=(Source(USER_SOURCE, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                    "md5:c58f30108f718f92721af3b95e74349a", 170498071),),
+    decode_params={"variant": "cifar10"},
+    source_help="cifar-10-python.tar.gz, or the folder it extracts to",
+))
+register(Dataset(
+    name="cifar100", title="CIFAR-100 (fine or coarse labels), the official python pickle archive",
+    decode=DecodeCifar, model="resnet_cifar", image_size="32x32x3", augmentation=CIFAR_AUGMENTATION,
+    sources=(Source(USER_SOURCE, "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                    "md5:eb9058c3a382ffc7106e4002c42a8d85", 169001437),),
+    decode_params={"variant": "cifar100"},
+    source_help="cifar-100-python.tar.gz, or the folder it extracts to",
+))
+register(Dataset(
+    name="hwdb", title="CASIA HWDB1.1 handwritten Chinese characters (`.gnt`, 3755 classes)",
+    decode=DecodeHwdb, model="hwdb_cnn", image_size="64x64x1",
+    # No checksum is published for these archives: the user pins the files they trust.
+    sources=(Source("train", HWDB_BASE + "HWDB1.1trn_gnt.zip"), Source("test", HWDB_BASE + "HWDB1.1tst_gnt.zip")),
+    source_help="a folder (or archive) holding the train and test folders of .gnt files",
+))
+register(Dataset(
+    name="mnist", title="MNIST handwritten digits (IDX files)", decode=DecodeMnist, model="mlp",
+    image_size="28x28x1",
+    sources=(
+        Source("train_images", MNIST_BASE + "train-images-idx3-ubyte.gz",
+               "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+        Source("train_labels", MNIST_BASE + "train-labels-idx1-ubyte.gz",
+               "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+        Source("test_images", MNIST_BASE + "t10k-images-idx3-ubyte.gz",
+               "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+        Source("test_labels", MNIST_BASE + "t10k-labels-idx1-ubyte.gz",
+               "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
+    ),
+    decode_params={"variant": "mnist"},
+    source_help="a folder holding the four IDX files (gzip or plain)",
+))
+register(Dataset(
+    name="fashion_mnist", title="Fashion-MNIST clothing images (IDX files)", decode=DecodeMnist, model="mlp",
+    image_size="28x28x1",
+    sources=(
+        Source("train_images", FASHION_BASE + "train-images-idx3-ubyte.gz",
+               "sha256:3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+        Source("train_labels", FASHION_BASE + "train-labels-idx1-ubyte.gz",
+               "sha256:a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+        Source("test_images", FASHION_BASE + "t10k-images-idx3-ubyte.gz",
+               "sha256:346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+        Source("test_labels", FASHION_BASE + "t10k-labels-idx1-ubyte.gz",
+               "sha256:67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+    ),
+    decode_params={"variant": "fashion_mnist"},
+    source_help="a folder holding the four IDX files (gzip or plain)",
+))
+register(Dataset(
+    name="images", title="any class-per-folder image directory (flower_photos style); default: flower_photos",
+    decode=DecodeImages, model="small_cnn", image_size="64x64x3 (DecodeImages.image_size)",
+    augmentation=Augmentation(flip_left_right=True, brightness=0.1, contrast=0.1),
+    sources=(Source(USER_SOURCE, "https://storage.googleapis.com/download.tensorflow.org/example_images/"
+                                 "flower_photos.tgz",
+                    "sha256:4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c", 228813984),),
+    source_help="a folder of <class>/<image> files, a .tar/.tgz/.zip of one, or a URL (with --checksum)",
+))
