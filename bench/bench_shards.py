@@ -81,7 +81,7 @@ def baseline(batches: list[Path], out: Path) -> int:
 
 def tfpipe_path(batches: list[Path], out: Path, image_format: str = "raw") -> int:
     from tasks.formats.cifar import CIFAR10
-    from tasks.ops.examples import encode_keys
+    from tasks.ops.examples import encode_keys, pixel_digests
     from tasks.ops.parallel_decode import iter_batches
     from tasks.ops.shards import ShardSpec, write_split_shards
 
@@ -98,7 +98,8 @@ def tfpipe_path(batches: list[Path], out: Path, image_format: str = "raw") -> in
         keys.extend(f"{name}/{i:05d}" for i in range(len(batch.labels)))
         start = end
     rows = np.arange(len(all_labels))
-    write_split_shards(out, "train", all_images, all_labels, encode_keys(keys), rows,
+    # The content keys are computed as the decode stage's ExampleWriter does.
+    write_split_shards(out, "train", all_images, all_labels, encode_keys(keys), pixel_digests(all_images), rows,
                        ShardSpec("cifar10", image_format, num_shards=8), workers=2)
     return len(rows)
 

@@ -59,6 +59,13 @@ def dataset_params(task: type[luigi.Task], dataset: Dataset) -> dict[str, Any]:
     return values
 
 
+def decode_task(dataset: Dataset, *, source: str = "", checksum: str = "", **params: Any) -> ArtifactTask:
+    """The decode stage of ``dataset``, reading its sources (the user's ``source``, or the official files)."""
+    sources = dataset.source_tasks(source, checksum)
+    return dataset.decode(upstream=sources, **dataset.decode_params, **dataset_params(dataset.decode, dataset),
+                          **params)
+
+
 def build_chain(dataset: Dataset, *, source: str = "", checksum: str = "", stages: Sequence[Stage] = STAGES,
                 switches: dict[str, Any] | None = None) -> dict[str, list[luigi.Task]]:
     """Every stage's task instances, in order: ``{"download": [...], "decode": [task], "imagedirs": [task], ...}``.
@@ -66,9 +73,8 @@ def build_chain(dataset: Dataset, *, source: str = "", checksum: str = "", stage
     Optional stages whose switch is off are left out.
     """
     switches = switches or {}
-    sources = dataset.source_tasks(source, checksum)
-    decode = dataset.decode(upstream=sources, **dataset.decode_params, **dataset_params(dataset.decode, dataset))
-    chain: dict[str, list[luigi.Task]] = {SOURCE_STAGE: list(sources.values()), DECODE_STAGE: [decode]}
+    decode = decode_task(dataset, source=source, checksum=checksum)
+    chain: dict[str, list[luigi.Task]] = {SOURCE_STAGE: list(decode.requires().values()), DECODE_STAGE: [decode]}
     provided: dict[str, luigi.Task] = {decode.provides: decode}
     for stage in stages:
         options: dict[str, Any] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,10 +16,14 @@ import numpy as np
 import pytest
 
 from pipelines import cli
-from tasks.decode_hwdb import DecodeHwdb, HwdbArchives
+from pipelines.registry import DATASETS, get_dataset
+from pipelines.stages import decode_task
+from tasks.decode_hwdb import DecodeHwdb
+from tasks.download import Download
 from tasks.formats.errors import ArchiveError, GntFormatError
 from tasks.formats.gnt import iter_gnt
-from tasks.ops.examples import DatasetInfo, load_split
+from tasks.ops.dataset_info import DatasetInfo
+from tasks.ops.examples import load_split
 from tasks.ops.images import fit_to_square
 from tests.fakes.hwdb import DEFAULT_CHARS, TEST_DIR, TRAIN_DIR, FakeHwdb, write_fake_hwdb
 from tests.helpers.http import LoopbackServer
@@ -29,6 +34,10 @@ TEST_ONLY = "鳌"  # a GB2312 character the training files never show
 def small_fake(root: Path, **overrides: object) -> FakeHwdb:
     options = {"chars": DEFAULT_CHARS[:12], "per_char_per_file": 3, "test_only_chars": TEST_ONLY, "seed": 3}
     return write_fake_hwdb(root, **{**options, **overrides})
+
+
+def hwdb_decode(source: str = "", checksum: str = "", **params: object) -> DecodeHwdb:
+    return decode_task(get_dataset("hwdb"), source=source, checksum=checksum, **params)
 
 
 def sha256(path: Path) -> str:
@@ -67,7 +76,7 @@ def test_decode_dictionary_from_train_only_and_skipped_test_characters(
         original_append(self, **batch)
 
     monkeypatch.setattr(ArrayWriter, "append", recording_append)
-    task = DecodeHwdb(dataset="hwdb", source=str(fake.root), image_size=24, chunk_rows=7)
+    task = hwdb_decode(source=str(fake.root), image_size=24, chunk_rows=7)
     assert build(task)
     out = task.artifact_dir
     train_chars = sorted(fake.train_chars)
@@ -106,13 +115,13 @@ def test_decode_dictionary_from_train_only_and_skipped_test_characters(
 def test_split_folders_need_train_and_test_names(tmp_path: Path, luigi_config: object) -> None:
     fake = small_fake(tmp_path / "src", test_only_chars="")
     (fake.root / TEST_DIR).rename(fake.root / "heldout")
-    task = DecodeHwdb(dataset="hwdb", source=str(fake.root))
-    assert build(task.requires())
+    task = hwdb_decode(source=str(fake.root))
+    assert build(*task.requires().values())
     with pytest.raises(ValueError, match=r"no test folder .*tst or test.*subfolders found: HWDB1.1trn_gnt, heldout"):
         task.run()
     (fake.root / "heldout").rename(fake.root / "Test")  # any case, any name containing test/tst
     (fake.root / TRAIN_DIR).rename(fake.root / "my_TRAINING_set")
-    task = DecodeHwdb(dataset="hwdb", source=str(fake.root))
+    task = hwdb_decode(source=str(fake.root))
     assert build(task)
     assert task.output().manifest()["records"]["test"] == small_fake(tmp_path / "again", test_only_chars="").counts[
         "test"]
@@ -124,7 +133,7 @@ def test_source_archive_of_both_folders_is_extracted_and_cleaned_up(tmp_path: Pa
     with zipfile.ZipFile(archive, "w") as zipped:
         for path in sorted(fake.root.rglob("*.gnt")):
             zipped.write(path, f"HWDB1.1/{path.relative_to(fake.root).as_posix()}")
-    task = DecodeHwdb(dataset="hwdb", source=str(archive), checksum=sha256(archive), image_size=16)
+    task = hwdb_decode(source=str(archive), checksum=sha256(archive), image_size=16)
     assert build(task)
     manifest = task.output().manifest()
     assert manifest["records"] == {"train": fake.counts["train"], "test": fake.counts["test"] - 3}
@@ -141,8 +150,8 @@ def test_truncated_gnt_fails_the_task_and_leaves_no_artifact(
     broken = fake.train_files[1] if split == "train" else fake.test_files[0]
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) - 37])  # cut inside the last bitmap
-    task = DecodeHwdb(dataset="hwdb", source=str(fake.root))
-    assert build(task.requires())
+    task = hwdb_decode(source=str(fake.root))
+    assert build(*task.requires().values())
     with pytest.raises(GntFormatError, match=rf"{broken.name}.*truncated bitmap") as caught:
         task.run()
     assert caught.value.path == str(broken)
@@ -169,7 +178,7 @@ def test_until_tfrecords_writes_index_folders(tmp_path: Path, luigi_config: obje
     assert (shards / "labels.txt").read_text(encoding="utf-8").startswith(f"0:{sorted(fake.train_chars)[0]}\n")
     capsys.readouterr()
     assert cli.main(["status", "hwdb", *args]) == 0
-    assert "0 stage(s) to do" in capsys.readouterr().out
+    assert "up to date: every stage is done" in capsys.readouterr().out
 
 
 @pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
@@ -218,41 +227,50 @@ def official_zips(tmp_path: Path) -> tuple[Path, FakeHwdb]:
     return www, fake
 
 
-def official_settings(base_url: str, www: Path, pinned: bool = True) -> list[str]:
-    settings = []
-    for split, name in (("train", "HWDB1.1trn_gnt.zip"), ("test", "HWDB1.1tst_gnt.zip")):
-        settings += ["--set", f"DecodeHwdb.{split}_url={base_url}{name}"]
-        if pinned:
-            settings += ["--set", f"DecodeHwdb.{split}_checksum={sha256(www / name)}"]
-    return settings
+def official_pins(www: Path) -> list[str]:
+    return ["--checksum", f"train={sha256(www / 'HWDB1.1trn_gnt.zip')}",
+            "--checksum", f"test={sha256(www / 'HWDB1.1tst_gnt.zip')}"]
 
 
-def test_official_urls_pinned_by_sha256_decode(official_zips, tmp_path: Path, luigi_config: object) -> None:
+@pytest.fixture
+def hwdb_mirror(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - returns the installer
+    """The registry's hwdb entry with its official URLs moved to a loopback server (same file names)."""
+
+    def use(base_url: str) -> None:
+        entry = get_dataset("hwdb")
+        sources = tuple(dataclasses.replace(s, url=base_url + s.url.rsplit("/", 1)[1]) for s in entry.sources)
+        monkeypatch.setitem(DATASETS, "hwdb", dataclasses.replace(entry, sources=sources))
+
+    return use
+
+
+def test_official_urls_pinned_by_sha256_decode(official_zips, hwdb_mirror, tmp_path: Path, luigi_config) -> None:
     www, fake = official_zips
     root = tmp_path / "artifacts"
     with LoopbackServer(www) as server:
-        code = cli.main(["run", "hwdb", "--artifacts", str(root), "--until", "decode",
-                         *official_settings(server.url, www)])
+        hwdb_mirror(server.url)
+        code = cli.main(["run", "hwdb", "--artifacts", str(root), "--until", "decode", *official_pins(www)])
         requested = sorted(r.path for r in server.requests if r.method == "GET")
     assert code == 0
     assert requested == ["/HWDB1.1trn_gnt.zip", "/HWDB1.1tst_gnt.zip"]
-    assert len(stage_dirs(root, "download", "Download")) == 2
-    [archives] = stage_dirs(root, "download", "HwdbArchives")
-    assert sorted(p.name for p in (archives / "train" / TRAIN_DIR).glob("*.gnt")) == [
-        p.name for p in fake.train_files]
+    downloads = stage_dirs(root, "download", "Download")
+    assert len(downloads) == 2  # two Downloads of one decode stage: distinct keys, distinct artifacts
     [decoded] = stage_dirs(root, "decode")
     manifest = json.loads((decoded / "MANIFEST.json").read_text())
     assert manifest["records"] == {"train": fake.counts["train"], "test": fake.counts["test"] - 3}
-    assert set(manifest["upstream"]) == {"HwdbArchives"}
+    assert set(manifest["upstream"]) == {"train", "test"}  # upstream keys named by role
+    assert sorted(manifest["upstream"].values()) == sorted(d.name.split("-")[1] for d in downloads)
+    assert not any(".extract" in name for name in manifest["files"])
 
 
 def test_unpinned_official_url_is_refused_with_advice(tmp_path: Path, luigi_config: object, capsys) -> None:
     assert cli.main(["status", "hwdb", "--artifacts", str(tmp_path / "a")]) == 2
     error = capsys.readouterr().err
-    assert "HWDB1.1trn_gnt.zip" in error and "--set DecodeHwdb.train_checksum=sha256:" in error
-    code = cli.main(["status", "hwdb", "--artifacts", str(tmp_path / "a"),
-                     "--set", "DecodeHwdb.train_checksum=sha256:" + "1" * 64])
-    assert code == 2 and "--set DecodeHwdb.test_checksum=sha256:" in capsys.readouterr().err
+    assert "HWDB1.1trn_gnt.zip" in error and "--checksum train=sha256:" in error
+    code = cli.main(["status", "hwdb", "--artifacts", str(tmp_path / "a"), "--checksum", "train=sha256:" + "1" * 64])
+    assert code == 2 and "--checksum test=sha256:" in capsys.readouterr().err
+    assert cli.main(["status", "hwdb", "--artifacts", str(tmp_path / "a"), "--checksum", "sha256:" + "1" * 64]) == 2
+    assert "pin each by role" in capsys.readouterr().err
     assert cli.main(["run", "hwdb", "--artifacts", str(tmp_path / "a"), "--until", "decode"]) != 0
     assert not (tmp_path / "a" / "decode").exists()
 
@@ -263,13 +281,13 @@ def test_unpinned_source_url_is_refused(tmp_path: Path, luigi_config: object, ca
 
 
 def test_each_archive_checksum_is_in_the_decode_key(luigi_config: object) -> None:
-    def key(**checksums: str) -> str:
-        pins = {"train_checksum": "sha256:" + "a" * 64, "test_checksum": "sha256:" + "b" * 64, **checksums}
-        return DecodeHwdb(dataset="hwdb", **pins).artifact_key
+    def key(train: str = "a", test: str = "b") -> str:
+        return hwdb_decode(checksum=f"train=sha256:{train * 64},test=sha256:{test * 64}").artifact_key
 
-    assert key() != key(test_checksum="sha256:" + "c" * 64)
-    assert key() != key(train_checksum="sha256:" + "c" * 64)
+    assert key() != key(test="c")
+    assert key() != key(train="c")
     assert key() == key()
+    assert key("a", "b") != key("b", "a")  # the roles are part of the key, not just the set of digests
 
 
 # ---- .alz inside the train zip -------------------------------------------------------------------------------
@@ -286,22 +304,23 @@ def alz_zips(tmp_path: Path, fake: FakeHwdb) -> tuple[Path, Path]:
     return train_zip, zip_folder(fake.test_dir, tmp_path / "www" / "HWDB1.1tst_gnt.zip")
 
 
-def archives_task(train_zip: Path, test_zip: Path) -> HwdbArchives:
-    return HwdbArchives(train_url=str(train_zip), train_checksum=sha256(train_zip),
-                        test_url=str(test_zip), test_checksum=sha256(test_zip))
+def official_decode(train_zip: Path, test_zip: Path) -> DecodeHwdb:
+    """DecodeHwdb over the two official zips (local copies, pinned), as the registry's sources build it."""
+    return DecodeHwdb(upstream={"train": Download(source=str(train_zip), checksum=sha256(train_zip)),
+                                "test": Download(source=str(test_zip), checksum=sha256(test_zip))})
 
 
 def test_alz_without_unalz_says_how_to_extract_by_hand(
     tmp_path: Path, luigi_config: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = small_fake(tmp_path / "src")
-    task = archives_task(*alz_zips(tmp_path, fake))
-    monkeypatch.setattr("tasks.decode_hwdb.shutil.which", lambda name: None)
+    task = official_decode(*alz_zips(tmp_path, fake))
+    monkeypatch.setattr("tasks.ops.archive.shutil.which", lambda name: None)
     assert build(*task.requires().values())
     with pytest.raises(ValueError, match=r"apt-get install unalz && unalz HWDB1.1trn_gnt.alz") as caught:
         task.run()
     assert "tfpipe run hwdb --source DIR" in str(caught.value)
-    assert stage_dirs(tmp_path / "artifacts", "download", "HwdbArchives") == []
+    assert list((tmp_path / "artifacts" / "decode").iterdir()) == []
 
 
 def fake_unalz(bin_dir: Path) -> Path:
@@ -325,15 +344,13 @@ def test_alz_is_extracted_with_unalz_and_checked(
     for path in fake.train_files:
         (content / "sub" / path.name).write_bytes(path.read_bytes())
     monkeypatch.setenv("FAKE_UNALZ_CONTENT", str(content))
-    decode = DecodeHwdb(dataset="hwdb", train_url=str(train_zip), train_checksum=sha256(train_zip),
-                        test_url=str(test_zip), test_checksum=sha256(test_zip))
+    decode = official_decode(train_zip, test_zip)
     assert build(decode)
     assert decode.output().manifest()["records"]["train"] == fake.counts["train"]
-    [archives] = stage_dirs(tmp_path / "artifacts", "download", "HwdbArchives")
-    assert not list(archives.rglob("*.alz")) and not list(archives.rglob("*.a00"))  # replaced by the folder
+    assert not list(decode.artifact_dir.rglob("*.alz")) and not list(decode.artifact_dir.rglob("*.gnt"))
 
     (content / "escape").symlink_to(tmp_path / "src")  # an archive that unpacks a link is refused
-    evil = archives_task(train_zip, test_zip)
-    monkeypatch.setattr(HwdbArchives, "version", 2)  # a new key: build it again
+    monkeypatch.setattr(DecodeHwdb, "version", DecodeHwdb.version + 1)  # a new key: build it again
+    evil = official_decode(train_zip, test_zip)
     with pytest.raises(ArchiveError, match="symbolic link"):
         evil.run()

@@ -60,7 +60,7 @@ CHANNELS = (1, 3)
 ALPHA_BACKGROUND = 255  # white: see the module docstring
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-GRAY_MODES = frozenset({"1", "L", "LA", "La"})
+GRAY_MODES = frozenset({"L", "LA", "La"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHUNK_HEAD = struct.Struct(">I4s")
 PNG_CRC = struct.Struct(">I")
@@ -395,6 +395,8 @@ def _draft_towards(image: Image.Image, channels: int, size: int, fit: str) -> No
 
 def _to_uint8(image: Image.Image) -> np.ndarray:
     """uint8 ``(H, W, 1)`` or ``(H, W, 3)`` pixels of a loaded image of any mode; alpha composited onto white."""
+    if image.mode == "1":
+        image = image.convert("L")
     mode = image.mode
     if mode in SIXTEEN_BIT_MODES:
         return _high_byte(np.asarray(image))[:, :, None]
@@ -403,8 +405,6 @@ def _to_uint8(image: Image.Image) -> np.ndarray:
         return _composite_on_background(with_alpha)
     if mode == "L":
         return np.asarray(image)[:, :, None]
-    if mode == "1":
-        return np.asarray(image.convert("L"))[:, :, None]
     if mode == "F":  # 32-bit float TIFF: taken as 0..255, clipped
         return np.clip(np.asarray(image), 0, 255).astype(np.uint8)[:, :, None]
     return np.asarray(image if mode == "RGB" else image.convert("RGB"))  # P, CMYK (Adobe too), YCbCr, LAB, HSV

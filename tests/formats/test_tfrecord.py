@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -119,7 +120,7 @@ def test_frame_batch_equals_record_by_record_writing(tmp_path: Path) -> None:
 def test_shards_written_by_threads_equal_one_thread(tmp_path: Path, workers: int) -> None:
     import numpy as np
 
-    from tasks.ops.examples import encode_keys
+    from tasks.ops.examples import encode_keys, pixel_digests
     from tasks.ops.shards import ShardSpec, write_split_shards
 
     rng = np.random.default_rng(1)
@@ -129,7 +130,7 @@ def test_shards_written_by_threads_equal_one_thread(tmp_path: Path, workers: int
     progress: dict[int, list[int]] = {1: [], workers: []}
     for count in (1, workers):
         (tmp_path / str(count)).mkdir()
-        write_split_shards(tmp_path / str(count), "train", images, labels, keys, np.arange(500),
+        write_split_shards(tmp_path / str(count), "train", images, labels, keys, pixel_digests(images), np.arange(500),
                            ShardSpec("t", num_shards=5), workers=count,
                            progress=lambda done, total, c=count: progress[c].append(done))
     one, many = sorted((tmp_path / "1").iterdir()), sorted((tmp_path / str(workers)).iterdir())
@@ -141,14 +142,14 @@ def test_shards_written_by_threads_equal_one_thread(tmp_path: Path, workers: int
 def test_png_shards_decode_to_the_source_pixels(tmp_path: Path) -> None:
     import numpy as np
 
-    from tasks.ops.examples import encode_keys
+    from tasks.ops.examples import encode_keys, pixel_digests
     from tasks.ops.shards import ShardSpec, decode_stored_image, write_split_shards
 
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (20, 6, 5, 3), dtype=np.uint8)
     keys = encode_keys([f"k/{i}" for i in range(20)])
-    names = write_split_shards(tmp_path, "test", images, np.arange(20, dtype=np.int32), keys, np.arange(20),
-                               ShardSpec("t", "png", num_shards=2))
+    names = write_split_shards(tmp_path, "test", images, np.arange(20, dtype=np.int32), keys, pixel_digests(images),
+                               np.arange(20), ShardSpec("t", "png", num_shards=2))
     seen = 0
     for name in names:
         for record in read_records(tmp_path / name):
@@ -156,6 +157,7 @@ def test_png_shards_decode_to_the_source_pixels(tmp_path: Path) -> None:
             assert features["image/format"] == [b"png"]
             row = features["image/class/label"][0]
             assert features["image/key"] == [f"k/{row}".encode()]
+            assert features["image/sha256"] == [hashlib.sha256(images[row].tobytes()).hexdigest().encode()]
             np.testing.assert_array_equal(decode_stored_image(features["image/encoded"][0], "png", (6, 5, 3)),
                                           images[row])
             seen += 1
@@ -251,13 +253,13 @@ def test_stable_order_sorts_by_key_hash_and_ignores_input_order() -> None:
 def test_split_batches_stream_the_split_in_file_order(tmp_path: Path) -> None:
     import numpy as np
 
-    from tasks.ops.examples import encode_keys
+    from tasks.ops.dataset_info import DatasetInfo, SplitInfo
+    from tasks.ops.examples import encode_keys, pixel_digests
     from tasks.ops.shards import (
         ShardSpec,
         iter_shard_examples,
         iter_split_batches,
         load_split_arrays,
-        save_dataset_info,
         write_split_shards,
     )
 
@@ -265,8 +267,8 @@ def test_split_batches_stream_the_split_in_file_order(tmp_path: Path) -> None:
     images = rng.integers(0, 256, (23, 4, 4, 1), dtype=np.uint8)
     labels = rng.integers(0, 5, 23).astype(np.int32)
     files = write_split_shards(tmp_path, "test", images, labels, encode_keys([f"k{i}" for i in range(23)]),
-                               np.arange(23), ShardSpec("t", num_shards=3))
-    save_dataset_info(tmp_path, {"image_shape": [4, 4, 1], "splits": {"test": {"count": 23, "files": files}}})
+                               pixel_digests(images), np.arange(23), ShardSpec("t", num_shards=3))
+    DatasetInfo("t", (4, 4, 1), 5, splits={"test": SplitInfo(23, tuple(files))}).save(tmp_path)
     batches = list(iter_split_batches(tmp_path, "test", batch_size=10))
     assert [len(b[0]) for b in batches] == [10, 10, 3] and batches[0][1].shape == (10,)
     order = [int(key.decode()[1:]) for _, _, key in iter_shard_examples(tmp_path, "test")]

@@ -20,6 +20,7 @@ SMALL_CASES = {
     "hwdb_cnn_large": ((16, 16, 1), {"filters": (8, 16), "dense_units": 16}),
     "captcha_cnn": ((20, 40, 3), {"filters": (8, 16)}),
     "resnet_cifar": ((32, 32, 3), {"depth": 8, "base_width": 4}),
+    "small_cnn": ((32, 32, 3), {"filters": (8, 16)}),
 }
 
 
