@@ -90,4 +90,4 @@ class DecodeMnist(ArtifactTask):
         save_class_names(out_dir, class_names)
         DatasetInfo(self.variant, shape, len(class_names), 1,
                     {split: SplitInfo(count) for split, count in counts.items()}).save(out_dir)
-        return {"records": counts, "files": {role: path.name for role, path in files.items()}}
+        return {"records": counts, "idx_files": {role: path.name for role, path in files.items()}}

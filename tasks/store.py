@@ -162,7 +162,14 @@ def sweep_stale_temps(stage_dir: Path) -> list[Path]:
     return removed
 
 
+RESERVED_FIELDS = frozenset({"format", "family", "stage", "key", "version", "params", "upstream", "files",
+                             "libraries"})
+
+
 def write_manifest(directory: Path, identity: ArtifactIdentity, extra: Mapping[str, Any]) -> dict[str, Any]:
+    clashing = sorted(RESERVED_FIELDS & set(extra))
+    if clashing:
+        raise ValueError(f"{identity.family}: manifest fields {clashing} are the store's own; name them otherwise")
     manifest = {
         "format": MANIFEST_FORMAT,
         "family": identity.family,

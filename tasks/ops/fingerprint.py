@@ -17,8 +17,10 @@ and failing to save it is logged, never raised.
 
 Cache layout: one table, ``path`` (TEXT, or BLOB for a name that is not valid UTF-8) as primary key, so a
 file has at most one row and lookups of one source are a range scan over its path prefix; ``sha256`` (64
-hex digits) and ``stat`` (``"size mtime_ns inode device"``). WAL mode: readers never block, writers
-serialise on SQLite's lock, and every save is one transaction.
+hex digits) and ``stat`` (``"size mtime_ns inode device"``). Writers serialise on SQLite's lock and every
+save is one transaction. One cache file per host: inode and device numbers mean nothing on another machine,
+and with the artifact root on NFS the processes sharing one file are all on one host (SQLite's rollback
+journal is used, not WAL, which needs shared memory that network file systems do not provide).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import sqlite3
 import stat
 import time
@@ -51,8 +54,9 @@ _Miss = tuple[str, str, os.stat_result, "str | None"]
 
 
 def stat_cache_path(artifact_root: Path) -> Path:
-    """Where every caller keeps the shared stat cache: ``<artifact_root>/.cache/fingerprints.sqlite3``."""
-    return Path(artifact_root) / ".cache" / CACHE_FILENAME
+    """Where every caller on this host keeps the stat cache: ``<artifact_root>/.cache/<host>.fingerprints.sqlite3``."""
+    host = socket.gethostname().replace(".", "_").replace("/", "_") or "localhost"
+    return Path(artifact_root) / ".cache" / f"{host}.{CACHE_FILENAME}"
 
 
 def fingerprint_path(path: Path, *, cache_file: Path | None, exclude: Sequence[Path] = ()) -> str:
@@ -298,8 +302,8 @@ class _StatCache:
         assert self.cache_file is not None
         connection = sqlite3.connect(self.cache_file, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         try:
-            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                connection.execute("PRAGMA journal_mode=WAL")
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "delete":
+                connection.execute("PRAGMA journal_mode=DELETE")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("BEGIN IMMEDIATE")
             connection.execute(

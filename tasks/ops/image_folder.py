@@ -513,16 +513,21 @@ def decode_images(paths: Sequence[Path], *, channels: int, size: int, fit: str =
     ``on_error="fail"``: the first file that is not a valid image raises its FormatError once every image
     before it has been yielded; the work queued behind it is cancelled. ``on_error="skip"``: such a file
     comes back with ``image=None`` and ``error`` its message. Other errors (a file that can't be read)
-    always raise. Memory stays bounded: at most ``workers * JOBS_PER_WORKER * IMAGES_PER_JOB`` decoded
-    images wait for the caller, however many paths there are.
+    always raise. Memory stays bounded: about ``(workers * JOBS_PER_WORKER + 1) * IMAGES_PER_JOB`` decoded
+    images wait for the caller, however many paths there are. Bad options raise ValueError at once.
     """
     check_decode_options(channels=channels, size=size, fit=fit, pad_value=pad_value)
     if on_error not in ON_ERROR_POLICIES:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_POLICIES)}, got {on_error!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    Image.init()  # register every Pillow plugin now, not from several threads at their first WebP or TIFF
+    return _decode_in_order(paths, (channels, size, fit, pad_value), workers, on_error)
+
+
+def _decode_in_order(paths: Sequence[Path], options: tuple[int, int, str, int], workers: int,
+                     on_error: str) -> Iterator[DecodedImage]:
     jobs = ((start, min(start + IMAGES_PER_JOB, len(paths))) for start in range(0, len(paths), IMAGES_PER_JOB))
-    options = (channels, size, fit, pad_value)
     if workers == 1:
         for start, stop in jobs:
             yield from _results(_decode_job(paths, start, stop, *options), on_error)

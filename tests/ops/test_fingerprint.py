@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -447,4 +448,5 @@ def test_rows_below_an_excluded_path_are_not_pruned(tmp_path: Path, cache: Path)
 
 
 def test_stat_cache_path(tmp_path: Path) -> None:
-    assert stat_cache_path(tmp_path / "artifacts") == tmp_path / "artifacts" / ".cache" / "fingerprints.sqlite3"
+    host = socket.gethostname().replace(".", "_")
+    assert stat_cache_path(tmp_path / "artifacts") == tmp_path / "artifacts" / ".cache" / f"{host}.fingerprints.sqlite3"

@@ -218,6 +218,18 @@ def test_symlinked_folders_are_junk_not_followed(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.skipif(os.name != "posix" or os.uname().sysname == "Darwin", reason="needs byte file names")
+def test_names_that_are_not_utf8_are_junk_or_refused(tmp_path: Path) -> None:
+    touch_jpeg(tmp_path / "roses" / "1.jpg")
+    touch_jpeg(Path(os.fsdecode(os.fsencode(tmp_path / "roses") + b"/caf\xe9.jpg")))  # Latin-1 bytes
+    scan = scan_class_folders(tmp_path)
+    assert [e.relpath for e in scan.images] == ["roses/1.jpg"]
+    assert [reason for _, reason in scan.junk] == ["file name is not valid UTF-8"]
+    Path(os.fsdecode(os.fsencode(tmp_path) + b"/\xe9t\xe9")).mkdir()
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        scan_class_folders(tmp_path)
+
+
 # ---- decoding awkward images -----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", AWKWARD_IMAGES)
 @pytest.mark.parametrize("channels", [1, 3])
@@ -552,7 +564,7 @@ def test_decode_images_keeps_few_jobs_in_flight(many_images: list[Path], monkeyp
 )
 def test_decode_images_refuses_bad_options(options: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        decode_images([], channels=3, size=8, **options).__next__()
+        decode_images([], channels=3, size=8, **options)  # at the call, not at the first next()
 
 
 # ---- fakes -----------------------------------------------------------------------------------------------
