@@ -23,7 +23,7 @@ from tasks.base import ArtifactTask
 from tasks.download import downloaded_path
 from tasks.ops.archive import safe_extract
 from tasks.ops.dataset_info import DatasetInfo, SplitInfo
-from tasks.ops.examples import encode_keys, open_split_writer, save_class_names, stable_unit
+from tasks.ops.examples import encode_keys, load_split, open_split_writer, save_class_names, stable_unit
 from tasks.ops.image_folder import FolderScan, ImageEntry, decode_images, scan_class_folders
 
 logger = logging.getLogger("tfpipe")
@@ -75,8 +75,10 @@ class DecodeImages(ArtifactTask):
         data = downloaded_path(self.requires()["data"])
         scratch = out_dir / ".extract"
         try:
-            folder = data if data.is_dir() else self._extracted(data, scratch)
-            scan = without_excluded(scan_class_folders(folder), [self.artifact_root])
+            if data.is_dir():  # read in place: the artifact root may lie inside it (tfpipe run in the data folder)
+                scan = without_excluded(scan_class_folders(data), [self.artifact_root])
+            else:
+                scan = scan_class_folders(self._extracted(data, scratch))
             summary = self.decode_scan(scan, out_dir)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -97,6 +99,12 @@ class DecodeImages(ArtifactTask):
         entries = [entry for entry in scan.images if entry.class_name in label_of]
         shape = (self.image_size, self.image_size, int(self.channels))
         counts, bad = self.decode_entries(entries, label_of, shape, out_dir)
+        unreadable = sorted({entry.class_name for entry in entries} - self._classes_written(out_dir, classes))
+        if unreadable:  # every image of these classes was corrupt (on_error=skip): no class without examples
+            classes = self._drop_classes(out_dir, classes, unreadable)
+            empty += unreadable
+        if len(classes) < 2:
+            raise ValueError(f"{scan.root}: fewer than 2 classes with readable images (classes: {', '.join(classes)})")
         save_class_names(out_dir, classes)
         DatasetInfo("images", shape, len(classes), 1, {s: SplitInfo(counts[s]) for s in SPLITS}).save(out_dir)
         few = {name: n for name, n in scan.counts.items() if 0 < n < self.min_images_per_class}
@@ -154,6 +162,22 @@ class DecodeImages(ArtifactTask):
         for writer in writers.values():
             writer.close()
         return {split: writers[split].rows for split in SPLITS}, bad
+
+    @staticmethod
+    def _classes_written(out_dir: Path, classes: list[str]) -> set[str]:
+        labels = np.concatenate([load_split(out_dir, split)["label"] for split in SPLITS])
+        return {classes[index] for index in np.unique(labels)}
+
+    @staticmethod
+    def _drop_classes(out_dir: Path, classes: list[str], dropped: list[str]) -> list[str]:
+        """Renumber the written labels without ``dropped`` classes (none of their images was written)."""
+        kept = [name for name in classes if name not in dropped]
+        new_index = np.asarray([kept.index(name) if name in kept else -1 for name in classes], dtype=np.int32)
+        for split in SPLITS:
+            path = out_dir / split / "label.bin"
+            labels = np.fromfile(path, dtype="<i4")
+            new_index[labels].astype("<i4").tofile(path)
+        return kept
 
     @staticmethod
     def _flush(writer: Any, rows: list[tuple[np.ndarray, int, str]]) -> None:
