@@ -194,3 +194,27 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path: Path) -> None:
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
     assert epochs == [0, 1, 2, 3, 4]
     assert json.loads((trained / "MANIFEST.json").read_text())["epochs_completed"] == 5
+
+
+def test_predict_names_each_bad_file_in_one_line_and_skips_them_when_asked(
+        tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    good = sorted((only(tiny_run, "imagedirs") / "test").glob("*.png"))[:2]
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good[0].read_bytes()[:60])
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    files = [str(good[0]), str(truncated), str(empty), str(good[1])]
+    frozen = str(only(tiny_run, "freeze"))
+    capsys.readouterr()
+    assert cli.main(["predict", frozen, *files]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing predicted unless asked
+    errors = captured.err.strip().splitlines()
+    assert errors[0].startswith(f"tfpipe: {truncated}: ") and errors[1].startswith(f"tfpipe: {empty}: ")
+    assert "--skip-bad" in errors[2] and len(errors) == 3
+    assert "Traceback" not in captured.err and "node" not in captured.err.lower()
+    assert cli.main(["predict", frozen, *files, "--skip-bad"]) == 2
+    captured = capsys.readouterr()
+    predicted = captured.out.strip().splitlines()
+    assert [line.split(": ")[0] for line in predicted] == [str(good[0]), str(good[1])]
+    assert len(captured.err.strip().splitlines()) == 2

@@ -141,6 +141,26 @@ def test_source_archive_of_both_folders_is_extracted_and_cleaned_up(tmp_path: Pa
     assert not (task.artifact_dir / ".extract").exists()
 
 
+def test_running_inside_the_data_folder(tmp_path: Path) -> None:
+    """``cd DATA && tfpipe run hwdb --source .``: the artifact root (./artifacts) is inside the source, and never
+    part of its fingerprint, so the run finishes and a rerun has nothing to do."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    fake = small_fake(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "pipelines.cli", "run", "hwdb", "--source", ".", "--until", "decode"]
+    first = subprocess.run(command, cwd=fake.root, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    [decoded] = stage_dirs(fake.root / "artifacts", "decode")
+    assert json.loads((decoded / "MANIFEST.json").read_text())["records"]["train"] == fake.counts["train"]
+    status = [sys.executable, "-m", "pipelines.cli", "status", "hwdb", "--source", ".", "--until", "decode"]
+    again = subprocess.run(status, cwd=fake.root, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stdout + again.stderr
+
+
 # ---- (b) malformed input -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_truncated_gnt_fails_the_task_and_leaves_no_artifact(

@@ -96,3 +96,15 @@ def test_the_checks_see_every_kind_of_import() -> None:
         (4, "tasks.ops.fetch"),
         (7, "luigi.configuration"),
     ]
+
+
+@pytest.mark.parametrize("root", ["tasks", "models"])
+def test_imports_point_one_way_from_pipelines_to_tasks(root: str) -> None:
+    """pipelines -> tasks -> plain stage code -> codecs/models: nothing below pipelines/ imports it."""
+    files = sorted((REPO / root).rglob("*.py"))
+    assert _violations(files, "pipelines") == []
+
+
+def test_codecs_import_no_stage_code() -> None:
+    files = sorted((REPO / "tasks" / "formats").rglob("*.py"))
+    assert _violations(files, "tasks.ops") == [] and _violations(files, "models") == []
