@@ -198,13 +198,13 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path: Path) -> None:
 
 def test_predict_names_each_bad_file_in_one_line_and_skips_them_when_asked(
         tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    good = sorted((only(tiny_run, "imagedirs") / "test").glob("*.png"))[:2]
+    good = sorted((artifact_dirs(tiny_run, "imagedirs")[0] / "test").glob("*.png"))[:2]
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good[0].read_bytes()[:60])
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     files = [str(good[0]), str(truncated), str(empty), str(good[1])]
-    frozen = str(only(tiny_run, "freeze"))
+    frozen = str(artifact_dirs(tiny_run, "freeze")[0])  # any of the module's frozen models
     capsys.readouterr()
     assert cli.main(["predict", frozen, *files]) == 2
     captured = capsys.readouterr()
