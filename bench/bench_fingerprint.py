@@ -169,9 +169,19 @@ def main(argv: list[str] | None = None) -> None:
         if args.command:
             clear_cache(cache_file)  # the command's first call starts from an empty stat cache
             first = run_command(args.command, data, root)
-            later = [run_command(args.command, data, root) for _ in range(args.repeats)]
+            later, baseline = [], []
+            for _ in range(args.repeats):  # interleaved with the baseline command, when there is one
+                if args.baseline_command:
+                    baseline.append(run_command(args.baseline_command, data, root))
+                later.append(run_command(args.command, data, root))
             rows.append(("--command, first call (empty stat cache)", first, ""))
             rows.append((f"--command, later calls (median of {args.repeats})", statistics.median(later), spread(later)))
+            if baseline:
+                ratios = [b / c for b, c in zip(baseline, later, strict=True)]
+                rows.append((f"--baseline-command, interleaved (median of {args.repeats})", statistics.median(baseline),
+                             spread(baseline)))
+                rows.append(("ratio baseline / command per repeat, median", statistics.median(ratios),
+                             ", ".join(f"{r:.1f}" for r in ratios)))
         print(f"\n### Fingerprint of {summary['files']} files, {gib:.2f} GiB\n")
         print("| measurement | seconds | note |")
         print("|---|---:|---|")
@@ -199,6 +209,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root-inside", action="store_true", help="artifact root inside the data folder")
     parser.add_argument("--skip-baseline", action="store_true", help="do not time directory_fingerprint")
     parser.add_argument("--command", default="", help="shell command to time; {dir} and {root} are replaced")
+    parser.add_argument("--baseline-command", default="",
+                        help="another command (e.g. the previous release's status), timed interleaved with --command")
     return parser.parse_args(argv)
 
 

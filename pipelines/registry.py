@@ -22,7 +22,7 @@ from tasks.captcha import DecodeCaptcha, GenerateCaptchas
 from tasks.decode_cifar import DecodeCifar
 from tasks.decode_hwdb import DecodeHwdb
 from tasks.decode_images import DecodeImages
-from tasks.decode_mnist import DecodeMnist
+from tasks.decode_mnist import DecodeMnist, idx_file_names
 from tasks.download import Download, is_remote
 
 # The role under which a user's ``--source`` reaches the decode stage.
@@ -182,36 +182,34 @@ register(Dataset(
     sources=(Source("train", HWDB_BASE + "HWDB1.1trn_gnt.zip"), Source("test", HWDB_BASE + "HWDB1.1tst_gnt.zip")),
     source_help="a folder (or archive) holding the train and test folders of .gnt files",
 ))
+
+
+def idx_sources(base_url: str, pins: dict[str, tuple[str, int]]) -> tuple[Source, ...]:
+    """The four official IDX files under ``base_url`` (their usual gzip names), from ``role: (sha256, bytes)``."""
+    return tuple(Source(role, base_url + idx_file_names(role)[0], f"sha256:{digest}", size)
+                 for role, (digest, size) in pins.items())
+
+
 register(Dataset(
     name="mnist", title="MNIST handwritten digits (IDX files)", decode=DecodeMnist, model="mlp",
-    image_size="28x28x1",
-    sources=(
-        Source("train_images", MNIST_BASE + "train-images-idx3-ubyte.gz",
-               "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
-        Source("train_labels", MNIST_BASE + "train-labels-idx1-ubyte.gz",
-               "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
-        Source("test_images", MNIST_BASE + "t10k-images-idx3-ubyte.gz",
-               "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
-        Source("test_labels", MNIST_BASE + "t10k-labels-idx1-ubyte.gz",
-               "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
-    ),
-    decode_params={"variant": "mnist"},
+    image_size="28x28x1", decode_params={"variant": "mnist"},
+    sources=idx_sources(MNIST_BASE, {
+        "train_images": ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+        "train_labels": ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+        "test_images": ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+        "test_labels": ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
+    }),
     source_help="a folder holding the four IDX files (gzip or plain)",
 ))
 register(Dataset(
     name="fashion_mnist", title="Fashion-MNIST clothing images (IDX files)", decode=DecodeMnist, model="mlp",
-    image_size="28x28x1",
-    sources=(
-        Source("train_images", FASHION_BASE + "train-images-idx3-ubyte.gz",
-               "sha256:3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
-        Source("train_labels", FASHION_BASE + "train-labels-idx1-ubyte.gz",
-               "sha256:a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
-        Source("test_images", FASHION_BASE + "t10k-images-idx3-ubyte.gz",
-               "sha256:346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
-        Source("test_labels", FASHION_BASE + "t10k-labels-idx1-ubyte.gz",
-               "sha256:67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
-    ),
-    decode_params={"variant": "fashion_mnist"},
+    image_size="28x28x1", decode_params={"variant": "fashion_mnist"},
+    sources=idx_sources(FASHION_BASE, {
+        "train_images": ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+        "train_labels": ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+        "test_images": ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+        "test_labels": ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+    }),
     source_help="a folder holding the four IDX files (gzip or plain)",
 ))
 register(Dataset(
