@@ -6,7 +6,9 @@ import io
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -15,9 +17,11 @@ from PIL import Image
 
 from tasks.ops.freeze import export_serving_model
 from tasks.ops.predict import (
+    INPUT_NAME,
     BadImage,
     BadImagesError,
     Prediction,
+    Predictor,
     format_bad_images,
     format_predictions,
     load_predictor,
@@ -99,6 +103,14 @@ def test_batch_size_does_not_change_results(classifier_dir: tuple[Path, keras.Mo
     for a, b in zip(one_by_one, batched, strict=True):
         assert [label for label, _ in a.top] == [label for label, _ in b.top]
         np.testing.assert_allclose([p for _, p in a.top], [p for _, p in b.top], atol=1e-6)
+
+
+def assert_same_predictions(actual: list[Prediction], expected: list[Prediction], atol: float = 1e-6) -> None:
+    """Same paths and top-k labels; probabilities equal up to the rounding a different batch can give."""
+    assert [p.path for p in actual] == [p.path for p in expected]
+    for a, b in zip(actual, expected, strict=True):
+        assert [label for label, _ in a.top] == [label for label, _ in b.top]
+        np.testing.assert_allclose([p for _, p in a.top], [p for _, p in b.top], atol=atol)
 
 
 def write_jpeg(path: Path, seed: int = 0, side: int = 32) -> bytes:
@@ -183,7 +195,10 @@ def test_check_images_separates_good_and_bad_in_order(
     assert all(isinstance(item, BadImage) for item in reported)
     skipped_bad = predictor.predict_encoded(good, 3)
     assert [p.path for p in skipped_bad] == good_paths
-    assert [p.top for p in skipped_bad] == [p.top for p in predictor.predict(good_paths, batch_size=3)]
+    # check_images ran the model on its batches (default 64): the same as predicting the good files alone
+    assert [p.top for p in skipped_bad] == [p.top for p in predictor.predict(good_paths)]
+    # and, up to float rounding that depends on the batch's composition, as predicting them 3 at a time
+    assert_same_predictions(skipped_bad, predictor.predict(good_paths, batch_size=3))
 
 
 def test_truncated_jpegs_are_reported_or_predicted_never_a_failed_batch(
@@ -216,6 +231,80 @@ def test_predict_encoded_names_unchecked_bad_bytes(classifier_dir: tuple[Path, k
     with pytest.raises(BadImagesError) as caught:
         load_predictor(out_dir).predict_encoded(items, batch_size=2)
     assert [item.path for item in caught.value.bad] == [tmp_path / "never_checked.png"]
+
+
+class DecodeCounter:
+    """Counts what a Predictor decodes: the images its serving signature receives (the signature's graph
+    decodes each one) and the calls of its one-image test-decode function."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.served: Counter[bytes] = Counter()
+        self.serve_calls = 0
+        self.test_decodes = 0
+        serve, check = predictor._serve, predictor._check_decodes
+
+        def counting_serve(**inputs: Any) -> Any:
+            self.serve_calls += 1
+            self.served.update(inputs[INPUT_NAME].numpy().tolist())
+            return serve(**inputs)
+
+        def counting_check(encoded: Any) -> Any:
+            self.test_decodes += 1
+            return check(encoded)
+
+        predictor._serve, predictor._check_decodes = counting_serve, counting_check
+
+
+def test_each_image_is_decoded_once(classifier_dir: tuple[Path, keras.Model], tmp_path: Path) -> None:
+    out_dir, model = classifier_dir
+    paths, pixels = write_pngs(tmp_path / "images", 10, seed=4)
+    empty, missing = tmp_path / "empty.png", tmp_path / "missing.png"
+    empty.write_bytes(b"")  # bad files the cheap checks catch cost no decode
+    predictor = load_predictor(out_dir)
+    counter = DecodeCounter(predictor)
+    # the CLI's path: check, then predict what passed
+    good, bad = predictor.check_images([paths[0], empty, *paths[1:], missing], batch_size=4)
+    assert [item.path for item in bad] == [empty, missing]
+    predictions = predictor.predict_encoded(good, batch_size=4)
+    assert [p.path for p in predictions] == paths
+    assert [p.label for p in predictions] == [CLASSES[i] for i in keras_probabilities(model, pixels).argmax(1)]
+    assert counter.served == Counter(path.read_bytes() for path in paths)  # each image once, none twice
+    assert (counter.serve_calls, counter.test_decodes) == (3, 0)
+    # predict() does the same
+    counter.served.clear()
+    assert [p.top for p in predictor.predict(paths, batch_size=4)] == [p.top for p in predictions]
+    assert counter.served == Counter(path.read_bytes() for path in paths)
+    assert (counter.serve_calls, counter.test_decodes) == (6, 0)
+    # results are handed back once; bytes that check_images did not return are run by the model
+    again = predictor.predict_encoded(good, batch_size=4)
+    copies = predictor.predict_encoded([(path, path.read_bytes()) for path in paths], batch_size=4)
+    assert [p.top for p in again] == [p.top for p in copies] == [p.top for p in predictions]
+    assert counter.serve_calls == 12 and counter.test_decodes == 0
+
+
+def test_bad_image_inside_a_batch_spares_the_others(
+    classifier_dir: tuple[Path, keras.Model], tmp_path: Path
+) -> None:
+    out_dir, _ = classifier_dir
+    paths, _ = write_pngs(tmp_path / "images", 6, seed=6)
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+    predictor = load_predictor(out_dir)
+    counter = DecodeCounter(predictor)
+    good, bad = predictor.check_images([*paths[:3], garbage, *paths[3:]], batch_size=8)  # one batch of 7
+    assert [path for path, _ in good] == paths
+    assert len(bad) == 1 and bad[0].path == garbage
+    assert bad[0].reason.startswith("not a decodable image: ") and "\n" not in bad[0].reason
+    assert counter.test_decodes == 7  # the failed batch's images, each test-decoded alone
+    predictions = predictor.predict_encoded(good, batch_size=8)
+    # the same as predicting the good six without the bad file: exactly when batched the same way,
+    # and up to batch-dependent float rounding when each is predicted on its own
+    assert [p.top for p in predictions] == [p.top for p in predictor.predict(paths, batch_size=8)]
+    alone = [predictor.predict([path], batch_size=1)[0] for path in paths]
+    assert_same_predictions(predictions, alone)
+    with pytest.raises(BadImagesError) as caught:
+        predictor.predict([*paths[:3], garbage, *paths[3:]], batch_size=8)
+    assert caught.value.bad == tuple(bad)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
