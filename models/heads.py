@@ -79,3 +79,22 @@ def conv_bn_relu(
     """Conv (no bias) -> BatchNorm -> ReLU, the block shared by the larger CNNs."""
     x = conv_bn(x, filters, kernel_size=kernel_size, strides=strides, name=name, weight_decay=weight_decay)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_feature_head(feature_dim: int, num_classes: int, *, hidden_units: int = 0, dropout: float = 0.0,
+                       name: str = "feature_head") -> keras.Model:
+    """The new final layer of transfer learning: features (B, feature_dim) -> probabilities, optionally through
+    one hidden ReLU layer; dropout before the softmax when asked."""
+    inputs = keras.Input((feature_dim,), name="features")
+    x = inputs
+    if hidden_units > 0:
+        x = keras.layers.Dense(hidden_units, activation="relu", name="head_hidden")(x)
+    outputs = classification_head(x, num_classes=num_classes, num_heads=1, dropout=dropout)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def compose(backbone: keras.Model, head: keras.Model, name: str = "backbone_and_head") -> keras.Model:
+    """ONE model taking the backbone's input (images in [0, 1]) and returning the head's probabilities."""
+    inputs = keras.Input(backbone.input_shape[1:], name=INPUT_NAME)
+    outputs = head(backbone(inputs))
+    return keras.Model(inputs, keras.layers.Identity(name=OUTPUT_NAME)(outputs), name=name)

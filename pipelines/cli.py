@@ -102,7 +102,8 @@ def configure(args: argparse.Namespace) -> None:
 # ---- the DAG -----------------------------------------------------------------------------------------------
 def top_task(args: argparse.Namespace) -> Pipeline:
     wrapper = pipeline_task(args.pipeline)
-    return wrapper(source=args.source or "", checksum=",".join(args.checksum or []), until=args.until)
+    return wrapper(source=args.source or "", checksum=",".join(args.checksum or []), until=args.until,
+                   backbone=args.backbone or "")
 
 
 def walk(task: luigi.Task) -> list[luigi.Task]:
@@ -254,7 +255,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if (model_dir / "model").is_dir() and not (model_dir / "saved_model").is_dir():
         model_dir = model_dir / "model"
     predictor = load_predictor(model_dir)
-    good, bad = predictor.check_images([Path(p) for p in args.images])
+    good, bad = predictor.check_images([Path(p) for p in args.images], batch_size=args.batch_size)
     for item in bad:
         print(f"tfpipe: {item.path}: {item.reason}", file=sys.stderr)
     if bad and not args.skip_bad:
@@ -275,6 +276,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                              "a dataset's official files (repeatable)")
     parser.add_argument("--artifacts", default=None, help="artifact root (default: [ArtifactStore] root)")
     parser.add_argument("--until", choices=stage_names(), default="freeze", help="last stage to run")
+    parser.add_argument("--backbone", default="", metavar="SPEC",
+                        help="transfer learning: keras:<Application> (e.g. keras:InceptionV3), a .keras file, a frozen "
+                             ".pb or a tfpipe freeze directory; adds the bottleneck stage (features cached per image)")
     parser.add_argument("--set", action="append", default=[], metavar="Family.param=value",
                         help="override a task parameter (repeatable); unknown names are refused")
 

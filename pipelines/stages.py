@@ -17,6 +17,7 @@ import luigi
 
 from pipelines.registry import DATASETS, Dataset, get_dataset
 from tasks.base import ArtifactTask
+from tasks.bottleneck import Bottleneck
 from tasks.evaluate import Evaluate
 from tasks.freeze import Freeze
 from tasks.imagedirs import ImageDirs
@@ -40,7 +41,8 @@ class Stage:
         return self.task.stage
 
 
-STAGES: tuple[Stage, ...] = (Stage(ImageDirs), Stage(TFRecords), Stage(Train), Stage(Evaluate), Stage(Freeze))
+STAGES: tuple[Stage, ...] = (Stage(ImageDirs), Stage(TFRecords), Stage(Bottleneck, switch="backbone"), Stage(Train),
+                             Stage(Evaluate), Stage(Freeze))
 
 
 def stage_names(stages: Sequence[Stage] = STAGES) -> tuple[str, ...]:
@@ -86,7 +88,8 @@ def build_chain(dataset: Dataset, *, source: str = "", checksum: str = "", stage
         missing = [kind for kind in stage.task.reads if kind not in provided]
         if missing:
             raise ValueError(f"stage {stage.name} reads {', '.join(missing)}, which no stage before it provides")
-        upstream = {kind: provided[kind] for kind in stage.task.reads}
+        upstream = {kind: provided[kind] for kind in (*stage.task.reads, *stage.task.optional_reads)
+                    if kind in provided}
         task = stage.task(upstream=upstream, **options, **dataset_params(stage.task, dataset))
         chain[stage.name] = [task]
         provided[stage.task.provides] = task
@@ -125,6 +128,8 @@ class Pipeline(luigi.WrapperTask):
     checksum = luigi.Parameter(default="", description="sha256:<hex> or md5:<hex> of the source; role=digest,... "
                                                        "for datasets of several files")
     until = luigi.Parameter(default="freeze", description="last stage to run")
+    backbone = luigi.Parameter(default="", description="a frozen backbone for bottleneck features and transfer "
+                                                       "learning ('' = train the dataset's own model)")
 
     def switches(self) -> dict[str, Any]:
         return {stage.switch: getattr(self, stage.switch) for stage in self.stages if stage.switch}

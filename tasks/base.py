@@ -86,6 +86,8 @@ class ArtifactTask(luigi.Task):
     # The kinds of artifact this task reads (roles of ``upstream``), resolved by the pipeline's stage chain,
     # and the kind it provides to the stages after it.
     reads: ClassVar[tuple[str, ...]] = ()
+    # Kinds read when an earlier stage provides them (an optional stage switched on), else not.
+    optional_reads: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[str] = ""
 
     upstream = UpstreamParameter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ class Freeze(ArtifactTask):
     model always has its report beside it."""
 
     stage = "freeze"
-    version = 3
+    version = 4
     reads = ("model", "examples", "evaluation")
     provides = "frozen"
 
@@ -42,6 +43,8 @@ class Freeze(ArtifactTask):
         held_out, _ = load_split_arrays(shards, split, limit=self.verify_images)
         encoded = [encode_image(image, "png") for image in held_out]
         max_diff = verify_exported(out_dir, model, encoded, image_shape=image_shape, tolerance=self.tolerance)
+        # The trained Keras model rides along, so this freeze directory can be another pipeline's backbone.
+        shutil.copy(trained / MODEL_FILE, out_dir / MODEL_FILE)
         evaluation = self.requires()["evaluation"]
         return {"max_abs_diff": max_diff, "verified_images": len(encoded), "model_dir": ".",
                 # Relative to this artifact, as every manifest path is: right with a relative artifact root too.

@@ -17,6 +17,7 @@ from tasks.base import ArtifactTask
 from tasks.ops.dataset_info import DatasetInfo
 
 MODEL_FILE = "model.keras"
+HEAD_FILE = "head.keras"  # with bottleneck features: the head alone (model.keras is backbone + head)
 DEFAULT_KEYS = ("model", "flip_left_right", "brightness", "contrast")
 
 
@@ -24,11 +25,15 @@ class Train(ArtifactTask):
     stage = "train"
     version = 2
     reads = ("examples",)
+    optional_reads = ("features",)  # with a bottleneck stage: train a head on its cached features
     provides = "model"
 
     dataset_defaults = luigi.DictParameter(
         default={}, description="the dataset's registry defaults: model and augmentation (set by the pipeline)")
     model = luigi.Parameter(default="", description="models/ builder name ('' = the dataset's default)")
+    head_hidden_units = luigi.IntParameter(default=0, description="on bottleneck features: units of one hidden "
+                                                                   "layer before the softmax (0 = none)")
+    head_dropout = luigi.FloatParameter(default=0.0, description="on bottleneck features: dropout before the softmax")
     model_options = luigi.DictParameter(default={}, description="extra keyword arguments for the builder")
     epochs = luigi.IntParameter(default=10)
     batch_size = luigi.IntParameter(default=64)
@@ -46,6 +51,32 @@ class Train(ArtifactTask):
     input_autotune = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                          significant=False,
                                          description="tf.data runtime tuning (off: parallelism = cores)")
+
+    def trained_model_name(self, config: Any) -> str:
+        if "features" in self.requires():
+            return f"feature head on {self.requires()['features'].backbone}"
+        return config.model
+
+    def fit_on_features(self, config: Any, info: DatasetInfo, work: Path, out_dir: Path, on_epoch: Any) -> Any:
+        """The head on cached bottleneck features, composed with the backbone into ONE model on images."""
+        import numpy as np
+        from models.backbones import load_backbone
+
+        from models.heads import compose
+        from tasks.bottleneck import feature_description, load_features
+        from tasks.ops.training import fit_head
+
+        bottleneck = self.requires()["features"]
+        features_dir = bottleneck.artifact_dir
+        views = int(feature_description(features_dir)["views"])
+        parts = [load_features(features_dir, f"train.view{v}") for v in range(1, views + 1)] or [
+            load_features(features_dir, "train")]
+        train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.int32))
+        features, labels = load_features(features_dir, "validation")
+        head = fit_head(config, train, (features, labels.astype(np.int32)), work,
+                        hidden_units=self.head_hidden_units, dropout=self.head_dropout, on_epoch=on_epoch)
+        head.save(out_dir / HEAD_FILE)
+        return compose(load_backbone(bottleneck.spec(), info.image_shape), head)
 
     def dataset_default(self, name: str) -> Any:
         if name not in self.dataset_defaults:
@@ -91,19 +122,22 @@ class Train(ArtifactTask):
         config = self.train_config(info)
         work = self.work_dir()
         work.mkdir(parents=True, exist_ok=True)
-        samples, _ = load_split_arrays(shards, "train", limit=8)
 
         def on_epoch(epoch: int, logs: dict) -> None:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, float))
             self.report_progress(epoch, self.epochs, f"epoch {epoch}/{self.epochs}: {shown}")
 
-        model = fit(config, files["train"], files["validation"], work, sample_images=samples, on_epoch=on_epoch)
+        if "features" in self.requires():
+            model = self.fit_on_features(config, info, work, out_dir, on_epoch)
+        else:
+            samples, _ = load_split_arrays(shards, "train", limit=8)
+            model = fit(config, files["train"], files["validation"], work, sample_images=samples, on_epoch=on_epoch)
         model.save(out_dir / MODEL_FILE)
         shutil.copy(work / "history.csv", out_dir / "history.csv")
         shutil.copytree(work / "tensorboard", out_dir / "tensorboard")
         plot_training_curves(out_dir / "history.csv", out_dir / "training_curves.png")
         epochs_run = max(0, len((out_dir / "history.csv").read_text().splitlines()) - 1)
-        train_info = {"model": config.model, "image_shape": list(config.image_shape),
+        train_info = {"model": self.trained_model_name(config), "image_shape": list(config.image_shape),
                       "num_classes": config.num_classes, "num_heads": config.num_heads,
                       "epochs_completed": epochs_run}
         (out_dir / "train_info.json").write_text(json.dumps(train_info, indent=2, sort_keys=True))

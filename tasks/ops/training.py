@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import build_model
+from models.heads import build_feature_head
 from tasks.ops.input_pipeline import AugmentConfig, make_dataset
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -136,16 +137,10 @@ def fit(
     sample_images: np.ndarray | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> keras.Model:
-    """Train (resuming from ``work_dir/backup`` if present); returns the model with the best weights.
+    """Train ``config.model`` on TFRecord shards (resuming from ``work_dir/backup`` if present); returns the
+    model with the best weights. Raises TrainingDivergedError when the loss stops being finite."""
 
-    Raises TrainingDivergedError when the loss stops being finite.
-    """
-    keras.utils.set_random_seed(config.seed)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        with make_strategy(config.strategy).scope():
-            model = compile_model(config)
+    def datasets() -> tuple[tf.data.Dataset, tf.data.Dataset]:
         train = make_dataset(train_files, image_shape=config.image_shape, num_heads=config.num_heads,
                              batch_size=config.batch_size, training=True, augment=config.augment,
                              shuffle_buffer=config.shuffle_buffer, seed=config.seed,
@@ -153,6 +148,60 @@ def fit(
         validation = make_dataset(validation_files, image_shape=config.image_shape, num_heads=config.num_heads,
                                   batch_size=max(config.batch_size, 256), training=False,
                                   autotune=config.input_autotune)
+        return train, validation
+
+    return fit_model(config, lambda: compile_model(config), datasets, work_dir, sample_images=sample_images,
+                     on_epoch=on_epoch)
+
+
+def fit_head(
+    config: TrainConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    work_dir: Path,
+    *,
+    hidden_units: int = 0,
+    dropout: float = 0.0,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> keras.Model:
+    """Train a softmax head (optionally one hidden layer) on cached features ``(features (N, D), labels)``,
+    with the same resume, NaN guard, early stopping and history as ``fit``."""
+
+    def build() -> keras.Model:
+        model = build_feature_head(int(train[0].shape[1]), config.num_classes, hidden_units=hidden_units,
+                                   dropout=dropout)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate(config)),
+                      loss=keras.losses.SparseCategoricalCrossentropy(),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        return model
+
+    def datasets() -> tuple[tf.data.Dataset, tf.data.Dataset]:
+        shuffled = tf.data.Dataset.from_tensor_slices(train).shuffle(
+            min(len(train[0]), config.shuffle_buffer), seed=config.seed, reshuffle_each_iteration=True)
+        return (shuffled.batch(config.batch_size).prefetch(2),
+                tf.data.Dataset.from_tensor_slices(validation).batch(max(config.batch_size, 256)))
+
+    return fit_model(config, build, datasets, work_dir, on_epoch=on_epoch)
+
+
+def fit_model(
+    config: TrainConfig,
+    build: Callable[[], keras.Model],
+    datasets: Callable[[], tuple[tf.data.Dataset, tf.data.Dataset]],
+    work_dir: Path,
+    *,
+    sample_images: np.ndarray | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> keras.Model:
+    """``model.fit`` of ``build()`` on ``datasets()`` = (train, validation) with tfpipe's callbacks: backup and
+    resume, NaN guard, ``history.csv``, early stopping on val_loss, best-weights checkpoint, TensorBoard."""
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with make_strategy(config.strategy).scope():
+            model = build()
+        train, validation = datasets()
         guard = NaNGuard()
         callbacks: list[keras.callbacks.Callback] = [
             keras.callbacks.BackupAndRestore(str(work_dir / "backup")),

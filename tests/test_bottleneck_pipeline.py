@@ -1,0 +1,190 @@
+"""Bottleneck features: the optional stage switched on by `--backbone`, its per-image cache, a head trained on
+cached features, backbone + head frozen as one model, and one pipeline's freeze directory as another's
+backbone. Backbones are tiny models built here (no pretrained weights can be downloaded on these machines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines import cli
+from tests.conftest import FIXTURES, REPO
+from tests.fakes.images import write_class_folder
+
+SIZE = ["--set", "DecodeImages.image_size=32"]
+TINY_TRAIN = ["--set", "Train.epochs=3", "--set", "Train.batch_size=16"]
+
+
+def stage_dirs(root: Path, stage: str) -> list[Path]:
+    return sorted(p for p in (root / stage).glob("*-*") if not p.name.startswith("."))
+
+
+def manifest_of(path: Path) -> dict:
+    return json.loads((path / "MANIFEST.json").read_text())
+
+
+def tiny_backbone(path: Path, seed: int = 0) -> Path:
+    """A small trained-looking CNN saved as .keras: its feature is the input of its last Dense layer (8 wide)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(8, activation="relu", name="penultimate")(x)
+    outputs = keras.layers.Dense(4, activation="softmax", name="old_head")(x)
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    write_class_folder(folder, {"disc": 30, "square": 30, "triangle": 30}, size=(48, 36), seed=3)
+    return folder
+
+
+def run_until(stage: str, photos: Path, root: Path, backbone: Path, *extra: str) -> int:
+    return cli.main(["run", "images", "--source", str(photos), "--artifacts", str(root), "--backbone", str(backbone),
+                     "--until", stage, *SIZE, *extra])
+
+
+def test_features_equal_the_backbones_own_outputs(photos: Path, tmp_path: Path, luigi_config) -> None:
+    import keras
+
+    from tasks.ops.shards import load_split_arrays
+
+    backbone = tiny_backbone(tmp_path / "backbone.keras")
+    root = tmp_path / "artifacts"
+    assert run_until("bottleneck", photos, root, backbone) == 0
+    [features_dir] = stage_dirs(root, "bottleneck")
+    [shards] = stage_dirs(root, "tfrecords")
+    model = keras.models.load_model(backbone)
+    penultimate = keras.Model(model.input, model.get_layer("penultimate").output)
+    for split in ("train", "validation", "test"):
+        features = np.load(features_dir / f"{split}.features.npy")
+        images, labels = load_split_arrays(shards, split)
+        assert features.shape == (len(images), 8)
+        np.testing.assert_allclose(features, penultimate.predict(images.astype(np.float32) / 255.0, verbose=0),
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(np.load(features_dir / f"{split}.labels.npy"), labels)
+    manifest = manifest_of(features_dir)
+    assert manifest["features_computed"] == 90 and manifest["features_reused"] == 0
+    assert "backbone" in " ".join(manifest["upstream"])  # the backbone's digest is part of the key
+
+
+def test_added_images_are_the_only_ones_computed_and_a_new_backbone_computes_all(
+        photos: Path, tmp_path: Path, luigi_config, capsys) -> None:
+    backbone = tiny_backbone(tmp_path / "backbone.keras")
+    root = tmp_path / "artifacts"
+    assert run_until("bottleneck", photos, root, backbone) == 0
+    write_class_folder(tmp_path / "more", {"disc": 5}, size=(48, 36), seed=11)
+    for path in (tmp_path / "more" / "disc").iterdir():
+        shutil.copy(path, photos / "disc" / f"new_{path.name}")
+    capsys.readouterr()
+    assert run_until("bottleneck", photos, root, backbone) == 0
+    assert "features: 5 computed, 90 reused from the cache" in capsys.readouterr().out
+    newest = max(stage_dirs(root, "bottleneck"), key=lambda d: manifest_of(d)["finished_at"])
+    assert manifest_of(newest)["features_computed"] == 5
+    tiny_backbone(backbone, seed=1)  # same name, other weights: another digest, another cache namespace
+    assert run_until("bottleneck", photos, root, backbone) == 0
+    assert len(stage_dirs(root, "bottleneck")) == 3
+    assert max(manifest_of(d)["features_computed"] for d in stage_dirs(root, "bottleneck")) == 95
+
+
+def test_two_processes_extracting_into_one_cache_leave_valid_entries(photos: Path, tmp_path: Path) -> None:
+    from tasks.ops.feature_cache import FeatureCache, cache_root
+
+    backbone = tiny_backbone(tmp_path / "backbone.keras")
+    root = tmp_path / "artifacts"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "pipelines.cli", "run", "images", "--source", str(photos), "--artifacts",
+               str(root), "--backbone", str(backbone), "--until", "bottleneck", *SIZE]
+    first = subprocess.run([*command[:-2], "--until", "tfrecords", *SIZE], env=env, cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    racers = [subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    results = [racer.communicate(timeout=600) for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0], [err[-2000:] for _, err in results]
+    [features_dir] = stage_dirs(root, "bottleneck")
+    namespaces = list(cache_root(root).iterdir())
+    assert namespaces and not list(cache_root(root).rglob(".*.tmp"))
+    for directory in namespaces:
+        cache = FeatureCache(directory)
+        for pack in cache.packs():  # every complete pack loads, and agrees with the artifact
+            keys = np.load(directory / f"{pack}.keys.npy")
+            rows = np.load(directory / f"{pack}.features.npy")
+            assert len(keys) == len(rows) and np.isfinite(rows).all()
+    found, cached = FeatureCache(namespaces[0]).lookup(np.load(features_dir / "test.keys.npy"))
+    assert found.all()
+    np.testing.assert_allclose(cached, np.load(features_dir / "test.features.npy"), rtol=1e-6)
+
+
+def test_head_on_features_freezes_with_the_backbone_and_predicts(photos: Path, tmp_path: Path, luigi_config,
+                                                                 capsys) -> None:
+    backbone = tiny_backbone(tmp_path / "backbone.keras")
+    root = tmp_path / "artifacts"
+    assert run_until("freeze", photos, root, backbone, *TINY_TRAIN, "--set", "Bottleneck.feature_views=2") == 0
+    [features_dir] = stage_dirs(root, "bottleneck")
+    assert (features_dir / "train.view2.features.npy").is_file()
+    [trained] = stage_dirs(root, "train")
+    assert (trained / "head.keras").is_file() and manifest_of(trained)["upstream"].keys() >= {"features", "examples"}
+    [frozen] = stage_dirs(root, "freeze")
+    frozen_manifest = manifest_of(frozen)
+    assert frozen_manifest["max_abs_diff"] <= 1e-5 and frozen_manifest["verified_images"] > 0
+    jpegs = sorted((FIXTURES / "imagefolder_hf_beans_dummy" / "train").glob("*/*.jpg")) or sorted(
+        (photos / "disc").glob("*.jpg"))[:3]
+    capsys.readouterr()
+    assert cli.main(["predict", str(frozen), *map(str, jpegs)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(jpegs) and all(any(c in line for c in ("disc", "square", "triangle")) for line in lines)
+
+
+def test_a_freeze_directory_is_another_pipelines_backbone(photos: Path, tmp_path: Path, luigi_config) -> None:
+    first_root = tmp_path / "first"
+    assert cli.main(["run", "images", "--source", str(photos), "--artifacts", str(first_root), *SIZE, *TINY_TRAIN,
+                     "--set", "Train.model=small_cnn"]) == 0
+    [donor] = stage_dirs(first_root, "freeze")
+    other = tmp_path / "other"
+    write_class_folder(other, {"a": 20, "b": 20}, size=(40, 40), seed=8)
+    root = tmp_path / "second"
+    assert cli.main(["run", "images", "--source", str(other), "--artifacts", str(root), "--backbone", str(donor),
+                     *SIZE, *TINY_TRAIN]) == 0
+    [features_dir] = stage_dirs(root, "bottleneck")
+    width = json.loads((features_dir / "features.json").read_text())["feature_dim"]
+    assert width == np.load(features_dir / "train.features.npy").shape[1] > 0
+    metrics = json.loads((stage_dirs(root, "evaluate")[0] / "metrics.json").read_text())
+    assert metrics["examples"] > 0
+    assert manifest_of(stage_dirs(root, "freeze")[0])["max_abs_diff"] <= 1e-5
+
+
+def test_the_seeds_frozen_graph_form_end_to_end(photos: Path, tmp_path: Path, luigi_config) -> None:
+    """A .pb with the 2015 Inception-v3 tensor names (DecodeJpeg/contents:0 -> pool_3/_reshape:0) and legacy
+    BatchNormWithGlobalNormalization nodes: features, head, one frozen model."""
+    from tests.fakes.backbones import inception_like_graph_def, write_graph
+
+    graph = write_graph(tmp_path / "classify_image_graph_def.pb", inception_like_graph_def(width=16))
+    root = tmp_path / "artifacts"
+    assert run_until("freeze", photos, root, graph, *TINY_TRAIN) == 0
+    [features_dir] = stage_dirs(root, "bottleneck")
+    assert np.load(features_dir / "train.features.npy").shape[1] == 16
+    assert manifest_of(stage_dirs(root, "freeze")[0])["max_abs_diff"] <= 1e-5
+
+
+def test_a_keras_application_with_a_weights_file(photos: Path, tmp_path: Path, luigi_config) -> None:
+    from tests.fakes.backbones import save_application_weights
+
+    weights = save_application_weights(tmp_path / "mobilenet.weights.h5", "MobileNetV3Small")
+    root = tmp_path / "artifacts"
+    assert run_until("bottleneck", photos, root, Path("keras:MobileNetV3Small"),
+                     "--set", f"Bottleneck.backbone_weights={weights}") == 0
+    [features_dir] = stage_dirs(root, "bottleneck")
+    assert np.load(features_dir / "test.features.npy").shape[1] == 576
