@@ -34,6 +34,11 @@ class Train(ArtifactTask):
     head_hidden_units = luigi.IntParameter(default=0, description="on bottleneck features: units of one hidden "
                                                                    "layer before the softmax (0 = none)")
     head_dropout = luigi.FloatParameter(default=0.0, description="on bottleneck features: dropout before the softmax")
+    fine_tune_layers = luigi.IntParameter(default=0, description="on bottleneck features: after the head, unfreeze "
+                                                                 "the backbone's top N layers and train end to end")
+    fine_tune_epochs = luigi.IntParameter(default=3)
+    fine_tune_learning_rate = luigi.FloatParameter(default=1e-5, description="lower than the head's: the "
+                                                                             "pretrained weights move little")
     model_options = luigi.DictParameter(default={}, description="extra keyword arguments for the builder")
     epochs = luigi.IntParameter(default=10)
     batch_size = luigi.IntParameter(default=64)
@@ -60,8 +65,8 @@ class Train(ArtifactTask):
     def fit_on_features(self, config: Any, info: DatasetInfo, work: Path, out_dir: Path, on_epoch: Any) -> Any:
         """The head on cached bottleneck features, composed with the backbone into ONE model on images."""
         import numpy as np
-        from models.backbones import load_backbone
 
+        from models.backbones import load_backbone
         from models.heads import compose
         from tasks.bottleneck import feature_description, load_features
         from tasks.ops.training import fit_head
@@ -76,7 +81,31 @@ class Train(ArtifactTask):
         head = fit_head(config, train, (features, labels.astype(np.int32)), work,
                         hidden_units=self.head_hidden_units, dropout=self.head_dropout, on_epoch=on_epoch)
         head.save(out_dir / HEAD_FILE)
-        return compose(load_backbone(bottleneck.spec(), info.image_shape), head)
+        if self.fine_tune_layers <= 0:
+            return compose(load_backbone(bottleneck.spec(), info.image_shape), head)
+        return self.fine_tuned(config, bottleneck.spec(), info, head, work)
+
+    def fine_tuned(self, config: Any, spec: Any, info: DatasetInfo, head: Any, work: Path) -> Any:
+        """Backbone (top ``fine_tune_layers`` unfrozen) + the trained head, trained end to end from the images;
+        its epochs are appended to history.csv after the head's."""
+        import dataclasses
+
+        from models.backbones import load_backbone
+        from models.heads import compose
+        from tasks.ops.training import fine_tune
+
+        shards = self.input_dir("examples")
+        files = {split: [str(shards / f) for f in spec_.files] for split, spec_ in info.splits.items()}
+        tuned = dataclasses.replace(config, epochs=self.fine_tune_epochs, learning_rate=self.fine_tune_learning_rate,
+                                    lr_schedule="constant")
+        (work / "fine_tune").mkdir(exist_ok=True)
+
+        def build() -> Any:
+            return compose(load_backbone(spec, info.image_shape, trainable_top_layers=self.fine_tune_layers), head)
+
+        model = fine_tune(tuned, build, files["train"], files["validation"], work / "fine_tune")
+        append_history(work / "history.csv", work / "fine_tune" / "history.csv")
+        return model
 
     def dataset_default(self, name: str) -> Any:
         if name not in self.dataset_defaults:
@@ -143,3 +172,22 @@ class Train(ArtifactTask):
         (out_dir / "train_info.json").write_text(json.dumps(train_info, indent=2, sort_keys=True))
         shutil.rmtree(work, ignore_errors=True)
         return {"epochs_completed": epochs_run, "model_file": MODEL_FILE}
+
+
+def append_history(history: Path, more: Path) -> None:
+    """Append ``more``'s epochs to ``history`` (CSVLogger files), numbered on from its last epoch; columns
+    only one of them has are left empty in the other's rows."""
+    import csv
+
+    with open(history, newline="") as handle:
+        first = list(csv.DictReader(handle))
+    with open(more, newline="") as handle:
+        second = list(csv.DictReader(handle))
+    offset = len(first)
+    for row in second:
+        row["epoch"] = str(int(row["epoch"]) + offset)
+    columns = list(dict.fromkeys([*(first[0] if first else {}), *(second[0] if second else {})]))
+    with open(history, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows([*first, *second])

@@ -139,18 +139,42 @@ def fit(
 ) -> keras.Model:
     """Train ``config.model`` on TFRecord shards (resuming from ``work_dir/backup`` if present); returns the
     model with the best weights. Raises TrainingDivergedError when the loss stops being finite."""
+    return fit_model(config, lambda: compile_model(config),
+                     lambda: tfrecord_datasets(config, train_files, validation_files), work_dir,
+                     sample_images=sample_images, on_epoch=on_epoch)
 
-    def datasets() -> tuple[tf.data.Dataset, tf.data.Dataset]:
-        train = make_dataset(train_files, image_shape=config.image_shape, num_heads=config.num_heads,
-                             batch_size=config.batch_size, training=True, augment=config.augment,
-                             shuffle_buffer=config.shuffle_buffer, seed=config.seed,
-                             autotune=config.input_autotune)
-        validation = make_dataset(validation_files, image_shape=config.image_shape, num_heads=config.num_heads,
-                                  batch_size=max(config.batch_size, 256), training=False,
-                                  autotune=config.input_autotune)
-        return train, validation
 
-    return fit_model(config, lambda: compile_model(config), datasets, work_dir, sample_images=sample_images,
+def tfrecord_datasets(config: TrainConfig, train_files: Sequence[str],
+                      validation_files: Sequence[str]) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """(shuffled, augmented training batches; validation batches in file order) of TFRecord shards."""
+    train = make_dataset(train_files, image_shape=config.image_shape, num_heads=config.num_heads,
+                         batch_size=config.batch_size, training=True, augment=config.augment,
+                         shuffle_buffer=config.shuffle_buffer, seed=config.seed, autotune=config.input_autotune)
+    validation = make_dataset(validation_files, image_shape=config.image_shape, num_heads=config.num_heads,
+                              batch_size=max(config.batch_size, 256), training=False, autotune=config.input_autotune)
+    return train, validation
+
+
+def fine_tune(
+    config: TrainConfig,
+    build: Callable[[], keras.Model],
+    train_files: Sequence[str],
+    validation_files: Sequence[str],
+    work_dir: Path,
+    *,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> keras.Model:
+    """Train ``build()`` (backbone with its top layers unfrozen, and the trained head) end to end from the
+    images, at ``config.learning_rate`` (constant), with the same callbacks as ``fit``."""
+
+    def compiled() -> keras.Model:
+        model = build()
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        return model
+
+    return fit_model(config, compiled, lambda: tfrecord_datasets(config, train_files, validation_files), work_dir,
                      on_epoch=on_epoch)
 
 
