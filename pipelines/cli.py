@@ -159,7 +159,11 @@ class ExpectedErrorsWithoutTraceback(logging.Filter):
 # ---- commands ----------------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     task = top_task(args)
-    artifact_tasks(task)  # a bad source or stage fails here, with its message, before Luigi starts
+    nodes = artifact_tasks(task)  # a bad source or stage fails here, with its message, before Luigi starts
+    if all(node.complete() for node in nodes):
+        # Nothing changed: no scheduler, no workers (a nightly run over an unchanged source ends here).
+        print(f"tfpipe: {args.pipeline} up to date: all {len(nodes)} stages done{final_outputs(task)}")
+        return 0
     build_options: dict[str, object] = {"workers": args.workers, "detailed_summary": True,
                                         "log_level": args.log_level}
     if args.scheduler_url:
@@ -198,11 +202,24 @@ def print_outputs(task: Pipeline) -> None:
     for node in nodes:
         for notice in node.output().manifest().get("notices", []):
             print(f"note: {node.task_family}: {notice}")
+    for label, path in outputs_of(task):
+        print(f"{label}: {path}")
+
+
+def outputs_of(task: Pipeline) -> list[tuple[str, Path]]:
+    """The report and model a finished run ends with, as absolute paths."""
+    found = []
     for node in flatten(task.requires()):
         manifest = node.output().manifest()
         for label, name in (("report", "report_html"), ("model", "model_dir")):
             if name in manifest:
-                print(f"{label}: {(node.artifact_dir / manifest[name]).resolve()}")
+                found.append((label, (node.artifact_dir / manifest[name]).resolve()))
+    return found
+
+
+def final_outputs(task: Pipeline) -> str:
+    shown = ", ".join(f"{label}: {path}" for label, path in outputs_of(task))
+    return f" ({shown})" if shown else ""
 
 
 def cmd_status(args: argparse.Namespace) -> int:

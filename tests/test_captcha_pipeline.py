@@ -85,7 +85,9 @@ def test_finished_pipeline_reruns_as_no_op(tiny_run: Path, capsys: pytest.Captur
         assert cli.main(["run", "captcha", "--artifacts", str(tiny_run), *TINY]) == 0
     assert {p: (p / "MANIFEST.json").stat().st_mtime_ns for p in stamps} == stamps
     assert sum(len(artifact_dirs(tiny_run, s)) for s in STAGES) == len(STAGES)
-    printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
+    [line] = capsys.readouterr().out.strip().splitlines()  # one line, naming what the run ends with
+    assert line.startswith("tfpipe: captcha up to date: all 7 stages done")
+    printed = dict(part.split(": ", 1) for part in line.split(" (", 1)[1].rstrip(")").split(", "))
     assert Path(printed["report"]) == (only(tiny_run, "evaluate") / "report.html").resolve()
     assert Path(printed["model"]) == only(tiny_run, "freeze").resolve()
 
