@@ -15,8 +15,14 @@ import luigi
 
 from tasks.base import ArtifactTask
 from tasks.ops.dataset_info import DatasetInfo
+from tasks.ops.strategies import check_strategy
 
 MODEL_FILE = "model.keras"
+class StrategyParameter(luigi.Parameter):
+    """``default`` or ``mirrored``; the strategies this stack cannot train with are refused with the reason."""
+
+    def normalize(self, x: str) -> str:
+        return check_strategy(x)
 HEAD_FILE = "head.keras"  # with bottleneck features: the head alone (model.keras is backbone + head)
 DEFAULT_KEYS = ("model", "flip_left_right", "brightness", "contrast")
 
@@ -52,7 +58,9 @@ class Train(ArtifactTask):
     augment = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                   description="the dataset's default augmentation (training only)")
     mixed_precision = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    strategy = luigi.ChoiceParameter(choices=["default", "mirrored", "multi_worker"], default="default")
+    strategy = StrategyParameter(default="default", description="default (one device) or mirrored (every local "
+                                                                 "GPU, or Train.cpu_devices logical CPUs)")
+    cpu_devices = luigi.IntParameter(default=0, description="mirrored: split the CPU into N logical devices")
     input_autotune = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                          significant=False,
                                          description="tf.data runtime tuning (off: parallelism = cores)")
@@ -134,7 +142,7 @@ class Train(ArtifactTask):
             steps_per_epoch=max(1, math.ceil(info.count("train") / self.batch_size)),
             seed=self.seed, patience=self.patience,
             shuffle_buffer=self.shuffle_buffer, augment=augment, mixed_precision=self.mixed_precision,
-            strategy=self.strategy, model_options=dict(self.model_options),
+            strategy=self.strategy, cpu_devices=self.cpu_devices, model_options=dict(self.model_options),
             input_autotune=self.input_autotune,
         )
 
@@ -156,11 +164,13 @@ class Train(ArtifactTask):
             shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, float))
             self.report_progress(epoch, self.epochs, f"epoch {epoch}/{self.epochs}: {shown}")
 
+        stats: dict[str, int] = {}
         if "features" in self.requires():
             model = self.fit_on_features(config, info, work, out_dir, on_epoch)
         else:
             samples, _ = load_split_arrays(shards, "train", limit=8)
-            model = fit(config, files["train"], files["validation"], work, sample_images=samples, on_epoch=on_epoch)
+            model = fit(config, files["train"], files["validation"], work, sample_images=samples, on_epoch=on_epoch,
+                        stats=stats)
         model.save(out_dir / MODEL_FILE)
         shutil.copy(work / "history.csv", out_dir / "history.csv")
         shutil.copytree(work / "tensorboard", out_dir / "tensorboard")
@@ -171,7 +181,7 @@ class Train(ArtifactTask):
                       "epochs_completed": epochs_run}
         (out_dir / "train_info.json").write_text(json.dumps(train_info, indent=2, sort_keys=True))
         shutil.rmtree(work, ignore_errors=True)
-        return {"epochs_completed": epochs_run, "model_file": MODEL_FILE}
+        return {"epochs_completed": epochs_run, "model_file": MODEL_FILE, **stats}
 
 
 def append_history(history: Path, more: Path) -> None:

@@ -8,7 +8,6 @@ killed mid-training restarts ``fit`` from the last finished epoch. ``history.csv
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,7 @@ import tensorflow as tf
 from models import build_model
 from models.heads import build_feature_head
 from tasks.ops.input_pipeline import AugmentConfig, make_dataset
-
-STRATEGIES = ("default", "mirrored", "multi_worker")
+from tasks.ops.strategies import check_strategy
 
 
 class TrainingDivergedError(RuntimeError):
@@ -46,21 +44,38 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mixed_precision: bool = False
     strategy: str = "default"
+    cpu_devices: int = 0  # mirrored: split the CPU into this many logical devices (0: the GPUs)
     model_options: dict = field(default_factory=dict)
     input_autotune: bool = False  # tf.data runtime tuning (see make_dataset)
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """``default`` (one device), ``mirrored`` (all local GPUs) or ``multi_worker`` (hosts from TF_CONFIG)."""
+def make_strategy(name: str, cpu_devices: int = 0) -> tf.distribute.Strategy:
+    """``default`` (one device) or ``mirrored``: every local GPU, or ``cpu_devices`` logical CPU devices when
+    asked (for tests and for users without GPUs). The global batch is split across the replicas."""
+    check_strategy(name)
     if name == "default":
+        if cpu_devices:
+            raise ValueError("Train.cpu_devices splits the CPU for strategy mirrored; it does nothing with default")
         return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("strategy multi_worker needs TF_CONFIG describing the cluster")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
+    if cpu_devices:
+        split_cpu(cpu_devices)
+        return tf.distribute.MirroredStrategy([f"/cpu:{index}" for index in range(cpu_devices)])
+    return tf.distribute.MirroredStrategy()
+
+
+def split_cpu(count: int) -> None:
+    """``count`` logical CPU devices; TensorFlow allows this only before it starts its runtime."""
+    if count < 1:
+        raise ValueError(f"cpu_devices must be >= 1, got {count}")
+    [cpu] = tf.config.list_physical_devices("CPU")[:1]
+    current = tf.config.get_logical_device_configuration(cpu) or []
+    if len(current) == count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError as error:
+        raise ValueError(f"Train.cpu_devices={count}: TensorFlow already started in this process with "
+                         f"{max(1, len(current))} CPU device(s); run Train in a worker of its own") from error
 
 
 def learning_rate(config: TrainConfig) -> float | keras.optimizers.schedules.LearningRateSchedule:
@@ -136,22 +151,28 @@ def fit(
     *,
     sample_images: np.ndarray | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
+    stats: dict | None = None,
 ) -> keras.Model:
     """Train ``config.model`` on TFRecord shards (resuming from ``work_dir/backup`` if present); returns the
     model with the best weights. Raises TrainingDivergedError when the loss stops being finite."""
     return fit_model(config, lambda: compile_model(config),
                      lambda: tfrecord_datasets(config, train_files, validation_files), work_dir,
-                     sample_images=sample_images, on_epoch=on_epoch)
+                     sample_images=sample_images, on_epoch=on_epoch, stats=stats)
 
 
 def tfrecord_datasets(config: TrainConfig, train_files: Sequence[str],
                       validation_files: Sequence[str]) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """(shuffled, augmented training batches; validation batches in file order) of TFRecord shards."""
+    # Under mirrored, Keras 3 cannot take a final batch that splits unevenly over the replicas (its per-replica
+    # tensors are summed with AddN): every batch is whole there.
+    even = config.strategy == "mirrored"
     train = make_dataset(train_files, image_shape=config.image_shape, num_heads=config.num_heads,
                          batch_size=config.batch_size, training=True, augment=config.augment,
-                         shuffle_buffer=config.shuffle_buffer, seed=config.seed, autotune=config.input_autotune)
+                         shuffle_buffer=config.shuffle_buffer, seed=config.seed, autotune=config.input_autotune,
+                         drop_remainder=even)
     validation = make_dataset(validation_files, image_shape=config.image_shape, num_heads=config.num_heads,
-                              batch_size=max(config.batch_size, 256), training=False, autotune=config.input_autotune)
+                              batch_size=config.batch_size if even else max(config.batch_size, 256), training=False,
+                              autotune=config.input_autotune, drop_remainder=even)
     return train, validation
 
 
@@ -216,6 +237,7 @@ def fit_model(
     *,
     sample_images: np.ndarray | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
+    stats: dict | None = None,
 ) -> keras.Model:
     """``model.fit`` of ``build()`` on ``datasets()`` = (train, validation) with tfpipe's callbacks: backup and
     resume, NaN guard, ``history.csv``, early stopping on val_loss, best-weights checkpoint, TensorBoard."""
@@ -223,7 +245,10 @@ def fit_model(
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        with make_strategy(config.strategy).scope():
+        strategy = make_strategy(config.strategy, config.cpu_devices)
+        if stats is not None:
+            stats["replicas"] = int(strategy.num_replicas_in_sync)
+        with strategy.scope():
             model = build()
         train, validation = datasets()
         guard = NaNGuard()
