@@ -103,7 +103,8 @@ def configure(args: argparse.Namespace) -> None:
 def top_task(args: argparse.Namespace) -> Pipeline:
     wrapper = pipeline_task(args.pipeline)
     return wrapper(source=args.source or "", checksum=",".join(args.checksum or []), until=args.until,
-                   backbone=args.backbone or "")
+                   backbone=args.backbone or "", publish=bool(getattr(args, "publish", False)),
+                   name=getattr(args, "name", "") or "")
 
 
 def walk(task: luigi.Task) -> list[luigi.Task]:
@@ -190,8 +191,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in failures:
             print(f"tfpipe: {line}", file=sys.stderr)
         return code
-    print(f"tfpipe: {args.pipeline} done up to {args.until}")
+    print(f"tfpipe: {args.pipeline} done up to {args.until or 'the last stage'}")
     print_outputs(task)
+    return publish_exit_code(nodes)
+
+
+def publish_exit_code(nodes: Sequence[ArtifactTask]) -> int:
+    """0, or ``[PublishGate] refused_exit_code`` when this run's publish gate refused the model."""
+    from tasks.publish import Publish, PublishGate
+
+    for node in nodes:
+        if isinstance(node, Publish) and not node.output().manifest().get("published", True):
+            print(f"tfpipe: {node.published_name()} not published: {node.output().manifest()['reason']}",
+                  file=sys.stderr)
+            return PublishGate().refused_exit_code
     return 0
 
 
@@ -271,6 +284,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model_dir = Path(args.model_dir)
     if (model_dir / "model").is_dir() and not (model_dir / "saved_model").is_dir():
         model_dir = model_dir / "model"
+    if (model_dir / "current").is_dir() and not (model_dir / "saved_model.pb").exists():
+        model_dir = model_dir / "current"  # published/<name>/: the version in service
     predictor = load_predictor(model_dir)
     good, bad = predictor.check_images([Path(p) for p in args.images], batch_size=args.batch_size)
     for item in bad:
@@ -292,12 +307,16 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sha256:<hex> or md5:<hex> pinning --source, or ROLE=sha256:<hex> pinning one of "
                              "a dataset's official files (repeatable)")
     parser.add_argument("--artifacts", default=None, help="artifact root (default: [ArtifactStore] root)")
-    parser.add_argument("--until", choices=stage_names(), default="freeze", help="last stage to run")
+    parser.add_argument("--until", choices=stage_names(), default="",
+                        help="last stage to run (default: freeze, or publish with --publish)")
     parser.add_argument("--backbone", default="", metavar="SPEC",
                         help="transfer learning: keras:<Application> (e.g. keras:InceptionV3), a .keras file, a frozen "
                              ".pb or a tfpipe freeze directory; adds the bottleneck stage (features cached per image)")
     parser.add_argument("--set", action="append", default=[], metavar="Family.param=value",
                         help="override a task parameter (repeatable); unknown names are refused")
+    parser.add_argument("--publish", action="store_true",
+                        help="after freeze, promote the model to <root>/published/<name>/ if it is not worse")
+    parser.add_argument("--name", default="", help="published name (default: the pipeline's)")
 
 
 def build_parser() -> argparse.ArgumentParser:

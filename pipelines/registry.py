@@ -62,6 +62,7 @@ class Dataset:
     # Dataset-specific parameter values of the decode task (CIFAR's variant, ...): part of its key.
     decode_params: Mapping[str, Any] = field(default_factory=dict)
     source_help: str = ""  # what --source may be
+    metric: str = "top1_accuracy"  # the evaluation metric the publish gate compares (metrics.json key)
 
     def image_size_text(self) -> str:
         if self.image_size:
@@ -157,6 +158,7 @@ HWDB_BASE = "http://www.nlpr.ia.ac.cn/databases/download/feature_data/"
 register(Dataset(
     name="captcha", title="4-letter captchas (A-Z) drawn by the `captcha` package; no network needed",
     decode=DecodeCaptcha, generator=GenerateCaptchas, model="captcha_cnn", image_size="160x60x1",
+    metric="sequence_accuracy",
     source_help="a folder with labels.csv (index,label) and <index>.png files",
 ))
 register(Dataset(

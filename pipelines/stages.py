@@ -21,6 +21,7 @@ from tasks.bottleneck import Bottleneck
 from tasks.evaluate import Evaluate
 from tasks.freeze import Freeze
 from tasks.imagedirs import ImageDirs
+from tasks.publish import Publish
 from tasks.tfrecords import TFRecords
 from tasks.train import Train
 
@@ -35,6 +36,7 @@ class Stage:
 
     task: type[ArtifactTask]
     switch: str = ""
+    options: tuple[str, ...] = ()  # further Pipeline parameters handed to the task when the stage is on
 
     @property
     def name(self) -> str:
@@ -42,7 +44,7 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (Stage(ImageDirs), Stage(TFRecords), Stage(Bottleneck, switch="backbone"), Stage(Train),
-                             Stage(Evaluate), Stage(Freeze))
+                             Stage(Evaluate), Stage(Freeze), Stage(Publish, switch="publish", options=("name",)))
 
 
 def stage_names(stages: Sequence[Stage] = STAGES) -> tuple[str, ...]:
@@ -58,6 +60,8 @@ def dataset_params(task: type[luigi.Task], dataset: Dataset) -> dict[str, Any]:
         values["dataset"] = dataset.name
     if "dataset_defaults" in params:
         values["dataset_defaults"] = dataset.train_defaults()
+    if "dataset_metric" in params:
+        values["dataset_metric"] = dataset.metric
     return values
 
 
@@ -81,10 +85,11 @@ def build_chain(dataset: Dataset, *, source: str = "", checksum: str = "", stage
     for stage in stages:
         options: dict[str, Any] = {}
         if stage.switch:
-            value = switches.get(stage.switch)
-            if not value:
+            if not switches.get(stage.switch):
                 continue
-            options[stage.switch] = value
+            declared = dict(stage.task.get_params())
+            options = {name: switches[name] for name in (stage.switch, *stage.options)
+                       if name in declared and name in switches}
         missing = [kind for kind in stage.task.reads if kind not in provided]
         if missing:
             raise ValueError(f"stage {stage.name} reads {', '.join(missing)}, which no stage before it provides")
@@ -103,7 +108,8 @@ def params_set_by_pipeline(stages: Sequence[Stage] = STAGES) -> set[tuple[str | 
                                           ("Download", "source"), ("Download", "checksum")}
     for dataset in DATASETS.values():
         names.update((dataset.decode.get_task_family(), param) for param in dataset.decode_params)
-    names.update((stage.task.get_task_family(), stage.switch) for stage in stages if stage.switch)
+    names.update((stage.task.get_task_family(), name) for stage in stages if stage.switch
+                 for name in (stage.switch, *stage.options))
     return names
 
 
@@ -127,21 +133,25 @@ class Pipeline(luigi.WrapperTask):
     source = luigi.Parameter(default="", description="URL or path of the raw data ('' = the dataset's own)")
     checksum = luigi.Parameter(default="", description="sha256:<hex> or md5:<hex> of the source; role=digest,... "
                                                        "for datasets of several files")
-    until = luigi.Parameter(default="freeze", description="last stage to run")
+    until = luigi.Parameter(default="", description="last stage to run ('' = the last one switched on)")
     backbone = luigi.Parameter(default="", description="a frozen backbone for bottleneck features and transfer "
                                                        "learning ('' = train the dataset's own model)")
+    publish = luigi.BoolParameter(default=False, description="promote the frozen model if it passes the gate")
+    name = luigi.Parameter(default="", description="published name ('' = the pipeline's)")
 
     def switches(self) -> dict[str, Any]:
-        return {stage.switch: getattr(self, stage.switch) for stage in self.stages if stage.switch}
+        names = {name for stage in self.stages if stage.switch for name in (stage.switch, *stage.options)}
+        return {name: getattr(self, name) for name in names}
 
     def chain(self) -> dict[str, list[luigi.Task]]:
         return build_chain(get_dataset(self.dataset_name), source=self.source, checksum=self.checksum,
                            stages=self.stages, switches=self.switches())
 
     def requires(self) -> list[luigi.Task]:
-        if self.until not in stage_names(self.stages):
+        if self.until and self.until not in stage_names(self.stages):
             raise ValueError(f"unknown stage {self.until!r}; stages: {', '.join(stage_names(self.stages))}")
-        return chain_until(self.chain(), self.until)
+        chain = self.chain()
+        return chain_until(chain, self.until or list(chain)[-1])
 
 
 def class_name(dataset: str) -> str:

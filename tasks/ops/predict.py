@@ -411,6 +411,8 @@ def load_predictor(model_dir: Path) -> Predictor:
     model_dir = Path(model_dir)
     class_names = read_labels(model_dir / LABELS_FILE)
     saved_model_dir = model_dir / SAVED_MODEL_DIR
+    if not saved_model_dir.is_dir() and (model_dir / "saved_model.pb").is_file():
+        saved_model_dir = model_dir  # a published version: the SavedModel's files at its top
     if not saved_model_dir.is_dir():
         raise FileNotFoundError(f"{saved_model_dir}: no SavedModel directory")
     loaded = tf.saved_model.load(str(saved_model_dir))

@@ -1,0 +1,94 @@
+"""Publishing behind a gate: the first model is published as version 1 and `current`; an unchanged rerun does
+nothing; a worse model is refused (kept, its artifact says why, a distinct exit code) and `current` stays;
+`--name` publishes side by side; `tfpipe predict` reads a published version and `current`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pipelines import cli
+from tests.fakes.images import write_class_folder
+
+TRAIN = ["--set", "DecodeImages.image_size=32", "--set", "Train.batch_size=16", "--set", "Train.patience=10"]
+
+
+def stage_dirs(root: Path, stage: str) -> list[Path]:
+    return sorted(p for p in (root / stage).glob("*-*") if not p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - yields (photos, root)
+    from tests.conftest import isolated_luigi_config
+
+    base = tmp_path_factory.mktemp("publish")
+    photos = base / "photos"
+    write_class_folder(photos, {"disc": 40, "square": 40, "triangle": 40}, size=(40, 40), seed=2)
+    root = base / "artifacts"
+    with isolated_luigi_config(root):
+        assert cli.main(["run", "images", "--source", str(photos), "--artifacts", str(root), "--publish", *TRAIN,
+                         "--set", "Train.epochs=5"]) == 0
+        yield photos, root
+
+
+def test_the_first_model_is_version_1_and_current(published) -> None:
+    _, root = published
+    versions = root / "published" / "images"
+    assert os.readlink(versions / "current") == "1"
+    version = versions / "1"
+    assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
+    assert (version / "labels.txt").is_file() and (version / "frozen_graph.pb").is_file()
+    record = json.loads((version / "publish.json").read_text())
+    assert record["metric"] == "top1_accuracy" and record["value"] > 0.6
+
+
+def test_an_unchanged_rerun_does_nothing(published, capsys) -> None:
+    from tests.conftest import isolated_luigi_config
+
+    photos, root = published
+    with isolated_luigi_config(root):
+        capsys.readouterr()
+        assert cli.main(["run", "images", "--source", str(photos), "--artifacts", str(root), "--publish", *TRAIN,
+                         "--set", "Train.epochs=5"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert sorted(p.name for p in (root / "published" / "images").iterdir() if not p.name.startswith(".")) == [
+        "1", "current"]
+
+
+def test_a_worse_model_is_refused_and_current_stays(published, capsys) -> None:
+    from tests.conftest import isolated_luigi_config
+
+    photos, root = published
+    with isolated_luigi_config(root):
+        code = cli.main(["run", "images", "--source", str(photos), "--artifacts", str(root), "--publish", *TRAIN,
+                         "--set", "Train.epochs=1", "--set", "Train.learning_rate=1e-6"])
+    assert code == 5  # [PublishGate] refused_exit_code
+    assert "not published" in capsys.readouterr().err
+    assert os.readlink(root / "published" / "images" / "current") == "1"
+    assert not (root / "published" / "images" / "2").exists()
+    refused = [d for d in stage_dirs(root, "publish")
+               if not json.loads((d / "MANIFEST.json").read_text())["published"]]
+    assert len(refused) == 1
+    decision = json.loads((refused[0] / "publish.json").read_text())
+    assert "worse than the current model" in decision["reason"] and decision["current_version"] == 1
+    assert len(stage_dirs(root, "freeze")) == 2  # the refused model is kept
+
+
+def test_a_name_publishes_side_by_side_and_predict_reads_it(published, capsys) -> None:
+    from tests.conftest import isolated_luigi_config
+
+    photos, root = published
+    with isolated_luigi_config(root):
+        assert cli.main(["run", "images", "--source", str(photos), "--artifacts", str(root), "--publish",
+                         "--name", "shapes-prod", *TRAIN, "--set", "Train.epochs=5"]) == 0
+    assert os.readlink(root / "published" / "shapes-prod" / "current") == "1"
+    jpegs = sorted((photos / "disc").glob("*.jpg"))[:2]
+    for model in (root / "published" / "shapes-prod", root / "published" / "images" / "current",
+                  root / "published" / "images" / "1"):
+        capsys.readouterr()
+        assert cli.main(["predict", str(model), *map(str, jpegs)]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 2 and all("disc" in line or "square" in line or "triangle" in line for line in lines)
