@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from luigi.task_register import Register
 
 from pipelines.registry import DATASETS
 from pipelines.stages import Pipeline, params_set_by_pipeline, pipeline_task, register_wrappers, stage_names
-from tasks.base import ArtifactTask
+from tasks.base import ArtifactStore, ArtifactTask
+from tasks.ops.runlog import append_run, lease, read_runs
 from tasks.store import find_artifacts
 
 PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "luigi.cfg"
@@ -161,10 +164,19 @@ class ExpectedErrorsWithoutTraceback(logging.Filter):
 def cmd_run(args: argparse.Namespace) -> int:
     task = top_task(args)
     nodes = artifact_tasks(task)  # a bad source or stage fails here, with its message, before Luigi starts
-    if all(node.complete() for node in nodes):
+    todo = [node for node in nodes if not node.complete()]
+    if not todo:
         # Nothing changed: no scheduler, no workers (a nightly run over an unchanged source ends here).
         print(f"tfpipe: {args.pipeline} up to date: all {len(nodes)} stages done{final_outputs(task)}")
+        record_run(args, nodes, ran=[], code=0)
         return 0
+    with lease(nodes[0].artifact_root, [node.artifact_dir for node in nodes]):
+        code = build_and_report(args, task, nodes)
+    record_run(args, nodes, ran=[node for node in todo if node.complete()], code=code)
+    return code
+
+
+def build_and_report(args: argparse.Namespace, task: Pipeline, nodes: list[ArtifactTask]) -> int:
     build_options: dict[str, object] = {"workers": args.workers, "detailed_summary": True,
                                         "log_level": args.log_level}
     if args.scheduler_url:
@@ -194,6 +206,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"tfpipe: {args.pipeline} done up to {args.until or 'the last stage'}")
     print_outputs(task)
     return publish_exit_code(nodes)
+
+
+def run_name(args: argparse.Namespace) -> str:
+    """Runs are recorded under the published name when there is one, else the pipeline's."""
+    return getattr(args, "name", "") or args.pipeline
+
+
+def record_run(args: argparse.Namespace, nodes: list[ArtifactTask], *, ran: list[ArtifactTask], code: int) -> None:
+    """One line in ``runs/<name>.jsonl``: what ``tfpipe history`` shows and ``tfpipe gc`` keeps."""
+    record: dict[str, object] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pipeline": args.pipeline, "exit_code": code,
+        "source": sorted({digest for node in nodes if node.provides == "source"
+                          for role, digest in node.identity.upstream.items() if role.startswith("source:")}),
+        "stages_ran": [node.stage for node in ran],
+        "artifacts": [str(node.artifact_dir.resolve()) for node in nodes if node.complete()],
+    }
+    for node in nodes:
+        if not node.complete():
+            continue
+        manifest = node.output().manifest()
+        if node.provides == "evaluation":
+            metrics = manifest.get("metrics", {})
+            record["metrics"] = {k: metrics[k] for k in ("top1_accuracy", "sequence_accuracy") if k in metrics}
+        if node.provides == "published":
+            record["published"] = manifest.get("published")
+            record["published_version"] = manifest.get("published_version")
+    append_run(nodes[0].artifact_root, run_name(args), record)
 
 
 def publish_exit_code(nodes: Sequence[ArtifactTask]) -> int:
@@ -277,6 +316,40 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    runs = read_runs(Path(ArtifactStore().root), args.name)
+    if args.json:
+        print(json.dumps(runs, indent=2, ensure_ascii=False))
+        return 0
+    if not runs:
+        print(f"no recorded runs of {args.name!r} under {ArtifactStore().root}")
+        return 0
+    print(f"{'time':<25} {'exit':>4}  {'metric':<24} {'published':<10} stages that ran")
+    for run in runs:
+        metric = ", ".join(f"{k} {v:.4f}" for k, v in (run.get("metrics") or {}).items()) or "-"
+        published = ("v" + str(run["published_version"]) if run.get("published") else
+                     "refused" if run.get("published") is False else "-")
+        stages = ", ".join(run.get("stages_ran", [])) or "none (up to date)"
+        print(f"{run['time']:<25} {run['exit_code']:>4}  {metric:<24} {published:<10} {stages}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from tasks.ops.gc import apply_gc, plan_gc, size_of
+
+    plan = plan_gc(Path(ArtifactStore().root), args.keep)
+    for path in plan.remove:
+        print(f"{'would remove' if args.dry_run else 'remove'} {size_of(path) / 2**20:9.1f} MiB  {path}")
+    if plan.packs_skipped_reason:
+        print(f"note: {plan.packs_skipped_reason}")
+    freed = plan.freed_bytes()
+    if not args.dry_run:
+        apply_gc(plan)
+    print(f"{'would free' if args.dry_run else 'freed'} {freed / 2**20:.1f} MiB in {len(plan.remove)} path(s); "
+          f"kept {plan.kept} artifact(s)")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tasks.ops.predict import format_predictions, load_predictor
@@ -329,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="WARNING")
     for name, text in (("status", "every stage, done or to-do"), ("explain", "why each to-do stage runs")):
         add_pipeline_arguments(commands.add_parser(name, help=text))
+    history = commands.add_parser("history", help="every recorded run of a pipeline (or published name)")
+    history.add_argument("name")
+    history.add_argument("--json", action="store_true")
+    history.add_argument("--artifacts", default=None, help="artifact root (default: [ArtifactStore] root)")
+    gc = commands.add_parser("gc", help="remove artifacts no kept run, published version or running run needs")
+    gc.add_argument("--keep", type=int, default=3, help="recorded runs kept per pipeline")
+    gc.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
+    gc.add_argument("--artifacts", default=None, help="artifact root (default: [ArtifactStore] root)")
     predict = commands.add_parser("predict", help="top-k labels from a frozen model")
     predict.add_argument("model_dir")
     predict.add_argument("images", nargs="+")
@@ -343,7 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A new run in this process sees its sources afresh: Luigi would hand back the previous run's instances.
     Register.clear_instance_cache()
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "status": cmd_status, "explain": cmd_explain, "predict": cmd_predict}
+    handler = {"run": cmd_run, "status": cmd_status, "explain": cmd_explain, "predict": cmd_predict,
+               "history": cmd_history, "gc": cmd_gc}
     try:
         configure(args)
         return handler[args.command](args)
