@@ -123,12 +123,17 @@ class ArtifactIdentity:
         return Path(root) / self.stage / f"{self.family}-{self.key}"
 
 
+def host_name() -> str:
+    """This host's name as one path component (dots would split the names built from it)."""
+    return socket.gethostname().replace(".", "_").replace("/", "_") or "localhost"
+
+
 def _temp_dir_name(identity: ArtifactIdentity) -> str:
-    host = socket.gethostname().replace(".", "_")
-    return f"{TEMP_PREFIX}{identity.family}-{identity.key}.{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    return f"{TEMP_PREFIX}{identity.family}-{identity.key}.{host_name()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with ``pid`` exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -144,8 +149,8 @@ def is_stale_temp(path: Path, now: float | None = None) -> bool:
     if len(parts) < 4 or not parts[-2].isdigit():
         return True
     host, pid = parts[-3], int(parts[-2])
-    if host == socket.gethostname().replace(".", "_"):
-        return not _pid_alive(pid)
+    if host == host_name():
+        return not pid_alive(pid)
     age = (now or time.time()) - path.stat().st_mtime
     return age > FOREIGN_TEMP_MAX_AGE_S
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import sqlite3
 import stat
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 
 from tasks.formats.errors import FormatError
 from tasks.ops.fetch import file_digest
+from tasks.store import host_name
 
 logger = logging.getLogger("tfpipe")
 
@@ -55,8 +55,7 @@ _Miss = tuple[str, str, os.stat_result, "str | None"]
 
 def stat_cache_path(artifact_root: Path) -> Path:
     """Where every caller on this host keeps the stat cache: ``<artifact_root>/.cache/<host>.fingerprints.sqlite3``."""
-    host = socket.gethostname().replace(".", "_").replace("/", "_") or "localhost"
-    return Path(artifact_root) / ".cache" / f"{host}.{CACHE_FILENAME}"
+    return Path(artifact_root) / ".cache" / f"{host_name()}.{CACHE_FILENAME}"
 
 
 def fingerprint_path(path: Path, *, cache_file: Path | None, exclude: Sequence[Path] = ()) -> str:

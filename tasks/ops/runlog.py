@@ -13,20 +13,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.store import host_name, pid_alive
+
 RUNS_DIR = "runs"
 LEASES_DIR = ".leases"
 FOREIGN_LEASE_MAX_AGE_S = 24 * 3600
-
-
-def _host() -> str:
-    return socket.gethostname().replace(".", "_")
 
 
 def append_run(root: Path, name: str, record: dict[str, Any]) -> None:
@@ -60,7 +57,7 @@ def lease(root: Path, directories: Sequence[Path]) -> Iterator[Path]:
     """Hold a lease on ``directories`` for the duration of a run."""
     folder = Path(root) / LEASES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json"
+    path = folder / f"{host_name()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json"
     path.write_text(json.dumps({"directories": [str(Path(d).resolve()) for d in directories],
                                 "started": time.time()}))
     try:
@@ -81,20 +78,10 @@ def leased_directories(root: Path, now: float | None = None) -> set[Path]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if len(parts) >= 4 and parts[0] == _host() and parts[1].isdigit():
-            if not _pid_alive(int(parts[1])):
+        if len(parts) >= 4 and parts[0] == host_name() and parts[1].isdigit():
+            if not pid_alive(int(parts[1])):
                 continue
         elif (now or time.time()) - float(record.get("started", 0)) > FOREIGN_LEASE_MAX_AGE_S:
             continue
         held.update(Path(d) for d in record.get("directories", []))
     return held
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
