@@ -359,6 +359,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model_dir = model_dir / "model"
     if (model_dir / "current").is_dir() and not (model_dir / "saved_model.pb").exists():
         model_dir = model_dir / "current"  # published/<name>/: the version in service
+    if not (model_dir / "labels.txt").is_file():
+        raise ValueError(f"{model_dir}: not a frozen tfpipe model (no labels.txt); give a freeze artifact "
+                         "directory, a published version or published/<name>")
     predictor = load_predictor(model_dir)
     good, bad = predictor.check_images([Path(p) for p in args.images], batch_size=args.batch_size)
     for item in bad:
