@@ -24,7 +24,7 @@ from luigi.execution_summary import LuigiStatusCode
 from luigi.task import flatten
 from luigi.task_register import Register
 
-from pipelines.registry import DATASETS
+from pipelines.registry import DATASETS, get_dataset
 from pipelines.stages import Pipeline, params_set_by_pipeline, pipeline_task, register_wrappers, stage_names
 from tasks.base import ArtifactStore, ArtifactTask
 from tasks.ops.runlog import append_run, lease, read_runs
@@ -79,7 +79,8 @@ def checked_override(assignment: str) -> tuple[str, str, str]:
     if param not in params:
         raise ValueError(f"--set {assignment}: {family} has no parameter {param!r}{closest(param, sorted(params))} "
                          f"(its parameters: {', '.join(sorted(params))})")
-    if (family, param) in params_set_by_pipeline() or (None, param) in params_set_by_pipeline():
+    set_by_pipeline = params_set_by_pipeline()
+    if (family, param) in set_by_pipeline or (None, param) in set_by_pipeline:
         raise ValueError(f"--set {assignment}: {family}.{param} is set by the pipeline "
                          "(use --source/--checksum for sources, or the registry for dataset defaults)")
     try:
@@ -215,20 +216,19 @@ def run_name(args: argparse.Namespace) -> str:
 
 def record_run(args: argparse.Namespace, nodes: list[ArtifactTask], *, ran: list[ArtifactTask], code: int) -> None:
     """One line in ``runs/<name>.jsonl``: what ``tfpipe history`` shows and ``tfpipe gc`` keeps."""
+    done = [node for node in nodes if node.complete()]
     record: dict[str, object] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pipeline": args.pipeline, "exit_code": code,
         "source": sorted({digest for node in nodes if node.provides == "source"
                           for role, digest in node.identity.upstream.items() if role.startswith("source:")}),
         "stages_ran": [node.stage for node in ran],
-        "artifacts": [str(node.artifact_dir.resolve()) for node in nodes if node.complete()],
+        "artifacts": [str(node.artifact_dir.resolve()) for node in done],
     }
-    for node in nodes:
-        if not node.complete():
-            continue
+    metric = get_dataset(args.pipeline).metric  # the one the publish gate compares
+    for node in done:
         manifest = node.output().manifest()
-        if node.provides == "evaluation":
-            metrics = manifest.get("metrics", {})
-            record["metrics"] = {k: metrics[k] for k in ("top1_accuracy", "sequence_accuracy") if k in metrics}
+        if node.provides == "evaluation" and metric in manifest.get("metrics", {}):
+            record["metrics"] = {metric: manifest["metrics"][metric]}
         if node.provides == "published":
             record["published"] = manifest.get("published")
             record["published_version"] = manifest.get("published_version")

@@ -11,6 +11,7 @@ Luigi's own command line knows them all: ``luigi --module pipelines.mnist Mnist 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,11 +73,13 @@ class Dataset:
         channels = params["channels"]._default if "channels" in params else "1"
         return f"{side}x{side}x{channels} (`{self.decode.get_task_family()}.image_size`)"
 
+    def augmentation_defaults(self) -> dict[str, Any]:
+        """The augmentation a bottleneck stage's views use (and key on)."""
+        return dataclasses.asdict(self.augmentation)
+
     def train_defaults(self) -> dict[str, Any]:
         """The resolved defaults Train receives (and keys on): model and augmentation."""
-        aug = self.augmentation
-        return {"model": self.model, "flip_left_right": aug.flip_left_right, "brightness": aug.brightness,
-                "contrast": aug.contrast}
+        return {"model": self.model, **self.augmentation_defaults()}
 
     def source_tasks(self, source: str = "", checksum: str = "") -> dict[str, luigi.Task]:
         """The tasks that bring the raw data, by role: the user's ``source``, the generator, or the official

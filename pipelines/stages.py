@@ -60,6 +60,8 @@ def dataset_params(task: type[luigi.Task], dataset: Dataset) -> dict[str, Any]:
         values["dataset"] = dataset.name
     if "dataset_defaults" in params:
         values["dataset_defaults"] = dataset.train_defaults()
+    if "dataset_augmentation" in params:
+        values["dataset_augmentation"] = dataset.augmentation_defaults()
     if "dataset_metric" in params:
         values["dataset_metric"] = dataset.metric
     return values
@@ -105,6 +107,7 @@ def params_set_by_pipeline(stages: Sequence[Stage] = STAGES) -> set[tuple[str | 
     """``(family or None for any, parameter)`` pairs the chain passes explicitly, so a configured value would be
     ignored: ``--set`` refuses them instead."""
     names: set[tuple[str | None, str]] = {(None, "upstream"), (None, "dataset"), (None, "dataset_defaults"),
+                                          (None, "dataset_augmentation"),
                                           ("Download", "source"), ("Download", "checksum")}
     for dataset in DATASETS.values():
         names.update((dataset.decode.get_task_family(), param) for param in dataset.decode_params)

@@ -42,7 +42,8 @@ class Bottleneck(ArtifactTask):
     feature_views = luigi.IntParameter(default=0, description="augmented views cached per training image "
                                                               "(0 = no augmentation)")
     view_seed = luigi.IntParameter(default=0)
-    dataset_defaults = luigi.DictParameter(default={}, description="the dataset's augmentation (set by the pipeline)")
+    dataset_augmentation = luigi.DictParameter(default={}, description="the dataset's augmentation for the views "
+                                                                       "(set by the pipeline)")
     batch_size = luigi.IntParameter(default=64, significant=False, description="images per backbone call")
 
     def spec(self) -> BackboneSpec:
@@ -61,8 +62,7 @@ class Bottleneck(ArtifactTask):
         return FeatureCache(cache_root(self.artifact_root) / namespace(digest, preprocessing))
 
     def augmentation(self) -> dict[str, Any]:
-        return {name: self.dataset_defaults.get(name, default) for name, default in
-                (("flip_left_right", False), ("brightness", 0.0), ("contrast", 0.0))}
+        return dict(self.dataset_augmentation)  # AugmentConfig's keys; absent ones keep its defaults (off)
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         from models.backbones import feature_width, load_backbone
