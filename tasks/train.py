@@ -18,13 +18,19 @@ from tasks.ops.dataset_info import DatasetInfo
 from tasks.ops.strategies import check_strategy
 
 MODEL_FILE = "model.keras"
+HEAD_FILE = "head.keras"  # with bottleneck features: the head alone (model.keras is backbone + head)
+
+
+def shard_files(shards: Path, info: DatasetInfo) -> dict[str, list[str]]:
+    """Each split's TFRecord shard paths."""
+    return {split: [str(shards / name) for name in split_info.files] for split, split_info in info.splits.items()}
+
+
 class StrategyParameter(luigi.Parameter):
     """``default`` or ``mirrored``; the strategies this stack cannot train with are refused with the reason."""
 
     def normalize(self, x: str) -> str:
         return check_strategy(x)
-HEAD_FILE = "head.keras"  # with bottleneck features: the head alone (model.keras is backbone + head)
-DEFAULT_KEYS = ("model", "flip_left_right", "brightness", "contrast")
 
 
 class Train(ArtifactTask):
@@ -103,7 +109,7 @@ class Train(ArtifactTask):
         from tasks.ops.training import fine_tune
 
         shards = self.input_dir("examples")
-        files = {split: [str(shards / f) for f in spec_.files] for split, spec_ in info.splits.items()}
+        files = shard_files(shards, info)
         tuned = dataclasses.replace(config, epochs=self.fine_tune_epochs, learning_rate=self.fine_tune_learning_rate,
                                     lr_schedule="constant")
         (work / "fine_tune").mkdir(exist_ok=True)
@@ -153,7 +159,7 @@ class Train(ArtifactTask):
 
         shards = self.input_dir("examples")
         info = load_dataset_info(shards)
-        files = {split: [str(shards / f) for f in spec.files] for split, spec in info.splits.items()}
+        files = shard_files(shards, info)
         if "validation" not in files:
             raise ValueError(f"{shards}: no validation split; set ImageDirs.validation_fraction > 0")
         config = self.train_config(info)
