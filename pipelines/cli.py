@@ -27,12 +27,13 @@ from luigi.task_register import Register
 from pipelines.registry import DATASETS, get_dataset
 from pipelines.stages import Pipeline, params_set_by_pipeline, pipeline_task, register_wrappers, stage_names
 from tasks.base import ArtifactStore, ArtifactTask
+from tasks.ops.cluster import ClusterError
 from tasks.ops.runlog import append_run, lease, read_runs
 from tasks.store import find_artifacts
 
 PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "luigi.cfg"
 # Errors a user causes (bad input, bad flags, missing files): one line, no traceback.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ClusterError)
 logger = logging.getLogger("tfpipe")
 
 
@@ -350,6 +351,24 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_member(args: argparse.Namespace) -> int:
+    """Join the cluster of the pipeline's Train task, as TF_CONFIG's task; exit 0 once the chief's run is done."""
+    from tasks.train import Train, join_cluster
+
+    [train] = [node for node in artifact_tasks(top_task(args)) if isinstance(node, Train)] or [None]
+    if train is None:
+        raise ValueError(f"the {args.pipeline} pipeline up to {args.until or 'its end'} has no Train stage")
+    if train.complete():
+        print(f"{train.task_id} is already done: {train.artifact_dir}")
+        return 0
+    try:
+        join_cluster(train, args.timeout, log=lambda line: print(line, flush=True))
+    except (ClusterError, RuntimeError) as error:
+        print(f"tfpipe: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return luigi.retcodes.retcode().task_failed
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tasks.ops.predict import format_predictions, load_predictor
@@ -413,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--keep", type=int, default=3, help="recorded runs kept per pipeline")
     gc.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
     gc.add_argument("--artifacts", default=None, help="artifact root (default: [ArtifactStore] root)")
+    member = commands.add_parser("cluster-member", help="a worker or parameter server of a multi_worker or "
+                                                        "parameter_server Train (TF_CONFIG names which)")
+    add_pipeline_arguments(member)
+    member.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds to wait for the chief to start training (its upstream stages run first)")
     predict = commands.add_parser("predict", help="top-k labels from a frozen model")
     predict.add_argument("model_dir")
     predict.add_argument("images", nargs="+")
@@ -428,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Register.clear_instance_cache()
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "status": cmd_status, "explain": cmd_explain, "predict": cmd_predict,
-               "history": cmd_history, "gc": cmd_gc}
+               "history": cmd_history, "gc": cmd_gc, "cluster-member": cmd_cluster_member}
     try:
         configure(args)
         return handler[args.command](args)

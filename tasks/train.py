@@ -1,6 +1,8 @@
-"""Train stage: Keras fit on the TFRecord shards; resumes after a kill; fails on a NaN loss.
+"""Train stage: Keras fit (default, mirrored) or tfpipe's custom loop on a cluster (multi_worker,
+parameter_server) over the TFRecord shards; resumes after a kill; fails on a NaN loss.
 
-TensorFlow is imported inside ``build`` only: checking completion or printing status stays fast.
+TensorFlow is imported inside ``build`` only: checking completion or printing status stays fast. Training that
+must configure TensorFlow before its runtime starts (a cluster, or logical CPU devices) runs in a fresh process.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import luigi
 
 from tasks.base import ArtifactTask
 from tasks.ops.dataset_info import DatasetInfo
-from tasks.ops.strategies import check_strategy
+from tasks.ops.strategies import CLUSTER_LIMITS, check_strategy, is_cluster_strategy
 
 MODEL_FILE = "model.keras"
 HEAD_FILE = "head.keras"  # with bottleneck features: the head alone (model.keras is backbone + head)
@@ -27,7 +30,7 @@ def shard_files(shards: Path, info: DatasetInfo) -> dict[str, list[str]]:
 
 
 class StrategyParameter(luigi.Parameter):
-    """``default`` or ``mirrored``; the strategies this stack cannot train with are refused with the reason."""
+    """default, mirrored, multi_worker or parameter_server (tasks/ops/strategies.py)."""
 
     def normalize(self, x: str) -> str:
         return check_strategy(x)
@@ -39,6 +42,9 @@ class Train(ArtifactTask):
     reads = ("examples",)
     optional_reads = ("features",)  # with a bottleneck stage: train a head on its cached features
     provides = "model"
+    # One accelerator token ([resources] gpu in luigi.cfg, or luigid's own config): Luigi workers on one
+    # scheduler run at most that many Train and Bottleneck tasks at once.
+    resources = {"gpu": 1}
 
     dataset_defaults = luigi.DictParameter(
         default={}, description="the dataset's registry defaults: model and augmentation (set by the pipeline)")
@@ -64,9 +70,17 @@ class Train(ArtifactTask):
     augment = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                   description="the dataset's default augmentation (training only)")
     mixed_precision = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    strategy = StrategyParameter(default="default", description="default (one device) or mirrored (every local "
-                                                                 "GPU, or Train.cpu_devices logical CPUs)")
+    strategy = StrategyParameter(default="default", description="default (one device), mirrored (every local GPU, "
+                                                                 "or Train.cpu_devices logical CPUs), multi_worker "
+                                                                 "or parameter_server (a TF_CONFIG cluster; "
+                                                                 "docs/DISTRIBUTED.md)")
     cpu_devices = luigi.IntParameter(default=0, description="mirrored: split the CPU into N logical devices")
+    max_steps = luigi.IntParameter(default=0, description="stop after N optimizer steps (0: epochs x steps/epoch)")
+    checkpoint_every_steps = luigi.IntParameter(default=0, description="resumable checkpoint every N steps (0: "
+                                                                         "every epoch)")
+    cluster_timeout = luigi.FloatParameter(default=600.0, significant=False,
+                                           description="multi_worker/parameter_server: seconds the chief waits for "
+                                                       "every cluster member to join")
     input_autotune = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                          significant=False,
                                          description="tf.data runtime tuning (off: parallelism = cores)")
@@ -149,13 +163,63 @@ class Train(ArtifactTask):
             seed=self.seed, patience=self.patience,
             shuffle_buffer=self.shuffle_buffer, augment=augment, mixed_precision=self.mixed_precision,
             strategy=self.strategy, cpu_devices=self.cpu_devices, model_options=dict(self.model_options),
-            input_autotune=self.input_autotune,
+            input_autotune=self.input_autotune, max_steps=self.max_steps,
+            checkpoint_every_steps=self.checkpoint_every_steps,
         )
+
+    def check_cluster_options(self) -> None:
+        """The options the custom loop does not have are refused before any work, with the reason."""
+        chosen = {"features": "features" in self.requires(), "mixed_precision": self.mixed_precision,
+                  "jit_compile": self.jit_compile, "cpu_devices": bool(self.cpu_devices)}
+        for option, reason in CLUSTER_LIMITS.items():
+            if chosen[option]:
+                raise ValueError(f"Train.strategy={self.strategy} with {option}: {reason}")
+
+    def rendezvous(self) -> Path:
+        from tasks.ops.cluster import rendezvous_dir
+
+        return rendezvous_dir(self.artifact_root, f"{self.task_family}-{self.artifact_key}")
+
+    def cluster_run(self, info: DatasetInfo, *, is_chief: bool, scratch: Path | None = None,
+                    model_file: Path | None = None) -> Any:
+        """What one member of the cluster trains (the same for all but who is chief and where it writes)."""
+        from tasks.ops.custom_loop import ClusterRun
+
+        shards = self.input_dir("examples")
+        files = shard_files(shards, info)
+        return ClusterRun(config=self.train_config(info), train_files=tuple(files["train"]),
+                          validation_files=tuple(files["validation"]), image_format=info.image_format,
+                          work_dir=self.work_dir(), is_chief=is_chief, scratch_dir=scratch, model_file=model_file)
+
+    def train_on_cluster(self, info: DatasetInfo, out_dir: Path, on_epoch: Any) -> dict[str, Any]:
+        """The chief's part: announce the run, wait for every member, train in a fresh process, say how it ended."""
+        from tasks.ops import cluster as rendezvous
+        from tasks.ops.custom_loop import train_on_cluster
+        from tasks.ops.fresh_process import run_in_fresh_process
+
+        self.check_cluster_options()
+        members = rendezvous.cluster_from_env(self.strategy)
+        if not members.is_chief:
+            raise rendezvous.ClusterError(
+                f"this process is {members.me.name} of the {self.strategy} cluster; only the chief, "
+                f"{members.chief.name}, runs Train: run `tfpipe cluster-member` here instead")
+        directory = self.rendezvous()
+        run = rendezvous.announce_chief(directory, members)
+        try:
+            rendezvous.wait_for_members(directory, members, run, self.cluster_timeout, on_wait=lambda missing: (
+                self.set_status_message(f"waiting for {', '.join(m.name for m in missing)}")))
+            stats = run_in_fresh_process(train_on_cluster, self.cluster_run(info, is_chief=True,
+                                                                             model_file=out_dir / MODEL_FILE),
+                                         on_report=on_epoch)
+        except BaseException as error:
+            rendezvous.finish(directory, run, f"{type(error).__name__}: {error}")
+            raise
+        rendezvous.finish(directory, run, None)
+        return stats
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         from tasks.ops.report import plot_training_curves
         from tasks.ops.shards import load_dataset_info, load_split_arrays
-        from tasks.ops.training import fit
 
         shards = self.input_dir("examples")
         info = load_dataset_info(shards)
@@ -170,14 +234,20 @@ class Train(ArtifactTask):
             shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, float))
             self.report_progress(epoch, self.epochs, f"epoch {epoch}/{self.epochs}: {shown}")
 
-        stats: dict[str, int] = {}
-        if "features" in self.requires():
-            model = self.fit_on_features(config, info, work, out_dir, on_epoch)
+        stats: dict[str, Any] = {}
+        if is_cluster_strategy(self.strategy):
+            stats = self.train_on_cluster(info, out_dir, on_epoch)
+        elif "features" in self.requires():
+            self.fit_on_features(config, info, work, out_dir, on_epoch).save(out_dir / MODEL_FILE)
         else:
             samples, _ = load_split_arrays(shards, "train", limit=8)
-            model = fit(config, files["train"], files["validation"], work, sample_images=samples, on_epoch=on_epoch,
-                        stats=stats)
-        model.save(out_dir / MODEL_FILE)
+            job = FitRun(config, tuple(files["train"]), tuple(files["validation"]), work, samples, out_dir / MODEL_FILE)
+            if config.cpu_devices:  # logical devices can be made only before TensorFlow starts
+                from tasks.ops.fresh_process import run_in_fresh_process
+
+                stats = run_in_fresh_process(fit_and_save, job, on_report=on_epoch)
+            else:
+                stats = fit_and_save(job, on_epoch)
         shutil.copy(work / "history.csv", out_dir / "history.csv")
         shutil.copytree(work / "tensorboard", out_dir / "tensorboard")
         plot_training_curves(out_dir / "history.csv", out_dir / "training_curves.png")
@@ -188,6 +258,28 @@ class Train(ArtifactTask):
         (out_dir / "train_info.json").write_text(json.dumps(train_info, indent=2, sort_keys=True))
         shutil.rmtree(work, ignore_errors=True)
         return {"epochs_completed": epochs_run, "model_file": MODEL_FILE, **stats}
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """A ``model.fit`` training of images (picklable: with logical CPU devices it runs in a fresh process)."""
+
+    config: Any
+    train_files: tuple[str, ...]
+    validation_files: tuple[str, ...]
+    work_dir: Path
+    sample_images: Any
+    model_file: Path
+
+
+def fit_and_save(job: FitRun, report: Any = None) -> dict[str, Any]:
+    from tasks.ops.training import fit
+
+    stats: dict[str, Any] = {}
+    model = fit(job.config, list(job.train_files), list(job.validation_files), job.work_dir,
+                sample_images=job.sample_images, on_epoch=report, stats=stats)
+    model.save(job.model_file)
+    return stats
 
 
 def append_history(history: Path, more: Path) -> None:
@@ -207,3 +299,56 @@ def append_history(history: Path, more: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows([*first, *second])
+
+
+def join_cluster(train: Train, timeout_s: float, log: Any = print) -> dict[str, Any]:
+    """A cluster member's whole part in ``train`` (not the chief's): wait for the chief's run, then train in lock
+    step (multi_worker) or serve variables and steps (parameter_server) until the chief ends its run. Nothing is
+    written to the store; multi-worker checkpoints go to a scratch directory that is removed at the end."""
+    import tempfile
+    import time
+
+    from tasks.ops import cluster as rendezvous
+    from tasks.ops.custom_loop import serve, train_on_cluster
+    from tasks.ops.shards import load_dataset_info
+
+    if not is_cluster_strategy(train.strategy):
+        raise ValueError(f"Train.strategy={train.strategy} trains on one host: there is no cluster to join "
+                         "(set Train.strategy=multi_worker or parameter_server, as on the chief)")
+    train.check_cluster_options()
+    members = rendezvous.cluster_from_env(train.strategy)
+    if members.is_chief:
+        raise rendezvous.ClusterError(f"this process is the chief, {members.chief.name}: run `tfpipe run` here")
+    directory = train.rendezvous()
+    log(f"{members.me.name}: waiting for the chief ({members.chief.name}) in {directory}")
+    run = rendezvous.wait_for_chief(directory, members, timeout_s)
+    if train.strategy == "multi_worker":
+        rendezvous.answer_chief(directory, members, run)
+        info = load_dataset_info(train.input_dir("examples"))
+        import tensorflow as tf
+
+        with tempfile.TemporaryDirectory(prefix="tfpipe-member-") as scratch:
+            try:
+                result = train_on_cluster(train.cluster_run(info, is_chief=False, scratch=Path(scratch)))
+            except tf.errors.OpError as error:  # a peer died or the chief stopped mid-step
+                raise rendezvous.ClusterError(f"{members.me.name}: the cluster failed mid-training "
+                                              f"({type(error).__name__}: {error.message.splitlines()[0]}); "
+                                              "restart this member and the chief") from error
+        log(f"{members.me.name}: trained {result['steps']} steps; weights sha256 {result['weights_sha256']}")
+        return result
+    server = serve(members.task_type, members.task_index)
+    log(f"{members.me.name}: serving at {server.target}")
+    while True:
+        rendezvous.answer_chief(directory, members, run)
+        while (ended := rendezvous.outcome(directory, run)) is None:
+            newer = rendezvous.current_run(directory)
+            if newer and newer != run:  # the chief was restarted: serve its new run
+                log(f"{members.me.name}: the chief started again (run {newer})")
+                run = newer
+                break
+            time.sleep(rendezvous.POLL_S)
+        if ended is not None:
+            if not ended["ok"]:
+                raise rendezvous.ClusterError(f"the chief's run ended with an error: {ended['error']}")
+            log(f"{members.me.name}: the chief finished; stopping")
+            return {"served_run": run}

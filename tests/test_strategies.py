@@ -25,14 +25,11 @@ def test_mirrored_over_two_logical_cpus_trains(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     [trained] = [p for p in (root / "train").glob("Train-*")]
     manifest = json.loads((trained / "MANIFEST.json").read_text())
-    assert manifest["replicas"] == 2 and manifest["epochs_completed"] == 1
+    assert manifest["num_replicas_in_sync"] == 2 and manifest["epochs_completed"] == 1
 
 
-@pytest.mark.parametrize(("strategy", "reason"), [("multi_worker", "keras-team/keras#20585"),
-                                                  ("parameter_server", "ClusterCoordinator"),
-                                                  ("tpu", "unknown strategy")])
-def test_strategies_fit_cannot_use_are_refused_with_the_reason(strategy: str, reason: str, tmp_path: Path,
-                                                               luigi_config, capsys) -> None:
-    code = cli.main(["run", "captcha", "--artifacts", str(tmp_path / "a"), "--set", f"Train.strategy={strategy}"])
+def test_an_unknown_strategy_is_refused_with_the_choices(tmp_path: Path, luigi_config, capsys) -> None:
+    code = cli.main(["run", "captcha", "--artifacts", str(tmp_path / "a"), "--set", "Train.strategy=tpu"])
     assert code == 2
-    assert reason in capsys.readouterr().err
+    assert "unknown strategy 'tpu'; choose one of default, mirrored, multi_worker, parameter_server" in \
+        capsys.readouterr().err

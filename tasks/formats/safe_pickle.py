@@ -49,14 +49,54 @@ def _numpy_private(module_suffix: str, name: str) -> Callable[..., Any]:
     return getattr(module, name)
 
 
+# Spellings of latin-1 a pickle's ``_codecs.encode`` call may name (Python 3's protocol 2 writes 'latin1').
+LATIN1_NAMES = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "iso8859_1", "l1"})
+
+
+class _Latin1Encode:
+    """``_codecs.encode(text, 'latin1')``, the call Python 3's protocol-2 pickles make to write bytes, and no other.
+
+    The real ``codecs.encode`` looks up whatever codec the pickle names: an unknown name raises LookupError and a
+    known one imports its ``encodings`` module, both outside the allow-list (found by bench/fuzz). ``find_class``
+    makes one per unpickler, so the refusal names the file; ``__slots__`` leaves BUILD no ``__dict__`` to fill.
+    """
+
+    __slots__ = ("_where",)
+
+    def __init__(self, where: str | None) -> None:
+        self._where = where
+
+    def __call__(self, text: str, encoding: str, errors: str = "strict") -> bytes:
+        if not isinstance(encoding, str) or encoding.lower() not in LATIN1_NAMES or errors != "strict":
+            raise UnsafePickleError(
+                f"pickle asks for _codecs.encode with codec {encoding!r} (errors {errors!r}); only latin1 is allowed",
+                path=self._where,
+            )
+        return codecs.encode(text, "latin1")
+
+
+class _FromBuffer:
+    """numpy's ``_frombuffer`` (protocol-5 arrays) behind an object with no attributes to set.
+
+    Handed out as it is, the Python function would let a pickle's BUILD opcode rewrite its ``__defaults__`` or
+    ``__dict__`` for the whole process (found by bench/fuzz); an instance with empty ``__slots__`` has neither.
+    """
+
+    __slots__ = ()
+    _function = staticmethod(_numpy_private("numeric", "_frombuffer"))
+
+    def __call__(self, *args: Any) -> np.ndarray:
+        return self._function(*args)
+
+
 def _build_allow_list() -> dict[tuple[str, str], Any]:
-    reconstruct = _numpy_private("multiarray", "_reconstruct")
-    frombuffer = _numpy_private("numeric", "_frombuffer")
+    reconstruct = _numpy_private("multiarray", "_reconstruct")  # a C function: nothing on it can be set
+    frombuffer = _FromBuffer()
     allowed: dict[tuple[str, str], Any] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
-        # Python 3 writes bytes in protocol 2 as _codecs.encode(str, 'latin1').
-        ("_codecs", "encode"): codecs.encode,
+        # Python 3 writes bytes in protocol 2 as _codecs.encode(str, 'latin1'); find_class instantiates this.
+        ("_codecs", "encode"): _Latin1Encode,
     }
     for package in ("numpy.core", "numpy._core"):
         allowed[(f"{package}.multiarray", "_reconstruct")] = reconstruct
@@ -76,13 +116,14 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return ALLOWED_GLOBALS[(module, name)]
+            found = ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise UnsafePickleError(
                 f"pickle asks for global {module}.{name}, which is not on the allow-list "
                 f"(only numpy arrays and plain containers are accepted); refusing to load it",
                 path=self._path_for_errors,
             ) from None
+        return _Latin1Encode(self._path_for_errors) if found is _Latin1Encode else found
 
 
 def load_restricted(fileobj_or_path: str | Path | IO[bytes], *, path_for_errors: str | Path | None = None) -> Any:
@@ -109,6 +150,11 @@ def _load_from_stream(fileobj: IO[bytes], where: str) -> Any:
         raise
     except _MALFORMED_PICKLE_ERRORS as exc:
         raise FormatError(f"truncated or malformed pickle ({type(exc).__name__}: {exc})", path=where) from exc
+    except MemoryError as exc:
+        # The unpickler allocates what a length field (BINBYTES8, FRAME...) declares before reading it: a
+        # 14-byte file can ask for a terabyte. That is bad input, to be named like any other.
+        raise FormatError("malformed pickle: a length field asks for more memory than can be allocated",
+                          path=where) from exc
     check_plain_data(result, where)
     return result
 

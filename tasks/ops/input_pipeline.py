@@ -77,6 +77,7 @@ def make_dataset(
     repeat: bool = False,
     image_format: str | None = None,
     autotune: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images float32 (B,H,W,C) in [0,1], labels int32 (B,) or (B,num_heads)).
 
@@ -89,12 +90,19 @@ def make_dataset(
     every ``AUTOTUNE`` parallelism is fixed at the number of schedulable cores: measured on 2-core VMs,
     the tuner's adjustments stalled about half of the passes at ~94k images/s, against 110-165k
     without it (docs/PERFORMANCE.md).
+
+    ``shard = (count, index)``: this input pipeline's part of the data, one of ``count`` disjoint parts (the
+    files ``index::count`` when there are at least ``count`` of them, else every ``count``-th record).
     """
     if not files:
         raise ValueError("make_dataset needs at least one TFRecord file")
     image_format = (image_format or read_format(files)).lower()
     height, width, channels = (int(d) for d in image_shape)
-    records = _read_records(list(files), training=training, seed=seed)
+    files, record_shard = _shard_files(list(files), shard)
+    if record_shard is None:
+        records = _read_records(files, training=training, seed=seed)
+    else:  # in file order, so that the parts stay disjoint whatever each pipeline's shuffle does afterwards
+        records = tf.data.TFRecordDataset(files, buffer_size=READ_BUFFER_BYTES).shard(*record_shard)
     if cache:
         records = records.cache()
     if training and shuffle_buffer > 1:
@@ -109,6 +117,18 @@ def make_dataset(
     options = tf.data.Options()
     options.autotune.enabled = autotune
     return dataset.prefetch(AUTOTUNE).with_options(options)
+
+
+def _shard_files(files: list[str], shard: tuple[int, int] | None) -> tuple[list[str], tuple[int, int] | None]:
+    """(the files this pipeline reads, the record-level shard still to apply or None)."""
+    if shard is None or shard[0] <= 1:
+        return files, None
+    count, index = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is not in [0, {count})")
+    if len(files) >= count:
+        return files[index::count], None
+    return files, (count, index)
 
 
 def _read_records(files: list[str], *, training: bool, seed: int) -> tf.data.Dataset:

@@ -47,6 +47,18 @@ class TrainConfig:
     cpu_devices: int = 0  # mirrored: split the CPU into this many logical devices (0: the GPUs)
     model_options: dict = field(default_factory=dict)
     input_autotune: bool = False  # tf.data runtime tuning (see make_dataset)
+    max_steps: int = 0  # stop after this many optimizer steps (0: epochs x steps_per_epoch)
+    checkpoint_every_steps: int = 0  # resumable checkpoint every N steps (0: at every epoch end)
+
+    @property
+    def total_steps(self) -> int:
+        planned = self.steps_per_epoch * self.epochs
+        return min(planned, self.max_steps) if self.max_steps else planned
+
+    @property
+    def epochs_to_run(self) -> int:
+        """Epochs ``fit`` is asked for: ``max_steps`` may end training before ``epochs``."""
+        return max(1, math.ceil(self.total_steps / max(self.steps_per_epoch, 1)))
 
 
 def make_strategy(name: str, cpu_devices: int = 0) -> tf.distribute.Strategy:
@@ -85,7 +97,7 @@ def learning_rate(config: TrainConfig) -> float | keras.optimizers.schedules.Lea
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {config.lr_schedule!r}")
     if config.steps_per_epoch < 1:
         raise ValueError("the cosine schedule needs steps_per_epoch >= 1")
-    return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps_per_epoch * config.epochs)
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.total_steps)
 
 
 def compile_model(config: TrainConfig) -> keras.Model:
@@ -115,6 +127,18 @@ class NaNGuard(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.bad_batch = (self._epoch, batch)
+            self.model.stop_training = True
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stops training once the optimizer has taken ``max_steps`` steps (counted across resumes)."""
+
+    def __init__(self, max_steps: int) -> None:
+        super().__init__()
+        self._max_steps = max_steps
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if int(self.model.optimizer.iterations.numpy()) >= self._max_steps:
             self.model.stop_training = True
 
 
@@ -247,13 +271,14 @@ def fit_model(
     try:
         strategy = make_strategy(config.strategy, config.cpu_devices)
         if stats is not None:
-            stats["replicas"] = int(strategy.num_replicas_in_sync)
+            stats["num_replicas_in_sync"] = int(strategy.num_replicas_in_sync)
         with strategy.scope():
             model = build()
         train, validation = datasets()
         guard = NaNGuard()
         callbacks: list[keras.callbacks.Callback] = [
-            keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
+            keras.callbacks.BackupAndRestore(str(work_dir / "backup"),
+                                             save_freq=config.checkpoint_every_steps or "epoch"),
             guard,
             keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
@@ -265,7 +290,9 @@ def fit_model(
             callbacks.append(SampleImages(work_dir / "tensorboard", sample_images))
         if on_epoch is not None:
             callbacks.append(EpochReporter(on_epoch))
-        model.fit(train, validation_data=validation, epochs=config.epochs, callbacks=callbacks, verbose=2)
+        if config.max_steps:
+            callbacks.append(StopAtStep(config.max_steps))
+        model.fit(train, validation_data=validation, epochs=config.epochs_to_run, callbacks=callbacks, verbose=2)
         if guard.bad_batch is not None:
             epoch, batch = guard.bad_batch
             raise TrainingDivergedError(f"loss became non-finite in epoch {epoch + 1}, batch {batch}")
