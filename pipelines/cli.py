@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 import luigi
 import luigi.retcodes
+import luigi.rpc
 from luigi.execution_summary import LuigiStatusCode
 from luigi.task import flatten
 from luigi.task_register import Register
@@ -107,9 +111,13 @@ def configure(args: argparse.Namespace) -> None:
 # ---- the DAG -----------------------------------------------------------------------------------------------
 def top_task(args: argparse.Namespace) -> Pipeline:
     wrapper = pipeline_task(args.pipeline)
-    return wrapper(source=args.source or "", checksum=",".join(args.checksum or []), until=args.until,
-                   backbone=args.backbone or "", publish=bool(getattr(args, "publish", False)),
-                   name=getattr(args, "name", "") or "")
+    params = dict(source=args.source or "", checksum=",".join(args.checksum or []), until=args.until,
+                  backbone=args.backbone or "", publish=bool(getattr(args, "publish", False)),
+                  name=getattr(args, "name", "") or "")
+    # A central luigid knows a task by its id alone: two runs whose --set differ need two wrapper ids, or the
+    # second is "not granted run permission" for a wrapper whose dependencies are not its own.
+    built = sorted(task.task_id for task in flatten(wrapper(**params).requires()))
+    return wrapper(**params, targets=hashlib.sha256("\n".join(built).encode()).hexdigest()[:16])
 
 
 def walk(task: luigi.Task) -> list[luigi.Task]:
@@ -178,10 +186,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def check_scheduler(url: str, timeout_s: float = 5.0) -> None:
+    """A clear error at once when nothing listens at ``url`` (Luigi would retry for a minute, then trace back)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--scheduler-url {url}: expected http://HOST:PORT")
+    try:
+        socket.create_connection((parts.hostname, parts.port or 8082), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConnectionError(f"--scheduler-url {url}: no Luigi scheduler answers ({error})") from None
+
+
 def build_and_report(args: argparse.Namespace, task: Pipeline, nodes: list[ArtifactTask]) -> int:
     build_options: dict[str, object] = {"workers": args.workers, "detailed_summary": True,
                                         "log_level": args.log_level}
     if args.scheduler_url:
+        check_scheduler(args.scheduler_url)
         build_options["scheduler_url"] = args.scheduler_url
     else:
         build_options["local_scheduler"] = True
@@ -196,10 +216,18 @@ def build_and_report(args: argparse.Namespace, task: Pipeline, nodes: list[Artif
     luigi_logger.addFilter(quiet)
     try:
         result = luigi.build([task], **build_options)
+    except luigi.rpc.RPCError as error:  # the scheduler went away mid-run
+        raise ConnectionError(f"--scheduler-url {args.scheduler_url}: {error}") from None
     finally:
         luigi_logger.removeFilter(quiet)
         luigi.Task._event_callbacks.get(luigi.Task, {}).get(luigi.Event.FAILURE, set()).discard(remember_failure)
     code = exit_code_for(result.status)
+    # Luigi reports success when a worker found nothing more to do, even if other workers of a central luigid
+    # are still building what this pipeline needs (``[worker] keep_alive`` makes it wait; this is the guard).
+    unfinished = [node.stage for node in nodes if not node.complete()]
+    if not code and unfinished:
+        print(f"tfpipe: {args.pipeline}: {', '.join(unfinished)} not done (left to another worker)", file=sys.stderr)
+        return luigi.retcodes.retcode().not_run
     if code:
         print(result.summary_text)
         for line in failures:
@@ -319,11 +347,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     runs = read_runs(Path(ArtifactStore().root), args.name)
+    if not runs:  # a misspelt name must not look like an empty history
+        raise ValueError(f"no recorded runs of {args.name!r} under {ArtifactStore().root}")
     if args.json:
         print(json.dumps(runs, indent=2, ensure_ascii=False))
-        return 0
-    if not runs:
-        print(f"no recorded runs of {args.name!r} under {ArtifactStore().root}")
         return 0
     print(f"{'time':<25} {'exit':>4}  {'metric':<24} {'published':<10} stages that ran")
     for run in runs:

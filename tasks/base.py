@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import luigi
+import luigi.configuration
 from luigi.freezing import FrozenOrderedDict
 
 from tasks import store
@@ -153,6 +156,15 @@ class ArtifactTask(luigi.Task):
         raise NotImplementedError
 
     def run(self) -> None:
+        # Another tfpipe process on this root (a second local scheduler) may be building this very artifact: wait
+        # for it and keep its result, rather than build (download, train) the same thing beside it.
+        with store.build_lock(self.artifact_root, self.identity):
+            if self.output().exists():
+                logger.info("%s: %s was built by another process meanwhile", self.task_family, self.artifact_dir)
+                return
+            self.build_and_commit()
+
+    def build_and_commit(self) -> None:
         started = time.time()
         with store.building(self.artifact_root, self.identity) as (temp_dir, extra):
             result = self.build(temp_dir) or {}
@@ -191,3 +203,18 @@ class ArtifactTask(luigi.Task):
                 if percent != last_percent:
                     last_percent = percent
                     self.report_progress(done, total, f"{description} {done}/{total}")
+
+
+# With ``[worker] keep_alive`` (luigi.cfg) a Luigi worker waits for tasks whose resources are taken, instead of
+# leaving them unrun and exiting 0. But it also waits forever on the dependents of a task that failed (the
+# scheduler keeps them pending for a retry). So a failure here sends the worker the signal Luigi itself uses to
+# stop asking for work (SIGUSR1): the tasks already running finish, and the run ends with the failure.
+_LUIGI_WORKER_PID = os.getpid()  # the process that imported the tasks: the Luigi worker (task processes fork)
+
+
+@ArtifactTask.event_handler(luigi.Event.FAILURE)
+def _stop_keep_alive_worker_on_failure(task: luigi.Task, error: BaseException) -> None:
+    if not luigi.configuration.get_config().getboolean("worker", "keep_alive", False):
+        return
+    if callable(signal.getsignal(signal.SIGUSR1)):  # Luigi's handler is installed (else the signal would kill)
+        os.kill(_LUIGI_WORKER_PID, signal.SIGUSR1)

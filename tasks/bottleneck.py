@@ -32,6 +32,7 @@ class Bottleneck(ArtifactTask):
     version = 1
     reads = ("examples",)
     provides = "features"
+    resources = {"gpu": 1}  # the accelerator token Train also takes ([resources] in luigi.cfg)
 
     backbone = luigi.Parameter(description="keras:<Application>, a .keras file, a frozen .pb or a freeze directory")
     backbone_weights = luigi.Parameter(default="imagenet", description="keras: imagenet, none or a weights file")

@@ -48,9 +48,13 @@ def load_image(path: Path, grayscale: bool) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        # Captchas are PNG files (GenerateCaptchas writes PNG; a user's folder holds ``<index>.png``): no other
+        # decoder is offered the bytes, so a file that is not a PNG is refused as such.
+        with Image.open(path, formats=("PNG",)) as image:
             image.load()
             converted = image.convert("L" if grayscale else "RGB")
+    except Image.DecompressionBombError as error:  # not an OSError: a header declaring billions of pixels
+        raise FormatError(f"image too large to decode safely ({error})", path=path) from error
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         raise FormatError(f"cannot decode image ({error})", path=path) from error
     array = np.asarray(converted, dtype=np.uint8)

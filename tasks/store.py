@@ -9,6 +9,7 @@ last file written, and only a directory with a valid manifest counts as done.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +28,8 @@ TEMP_PREFIX = ".tmp-"
 MANIFEST_FORMAT = 1
 # A temporary directory from another host cannot be checked for a live owner; past this age it is swept.
 FOREIGN_TEMP_MAX_AGE_S = 24 * 3600
+# Build locks of this host's processes (empty files; ``flock`` is released when its holder dies).
+LOCKS_DIR = Path(".cache") / "locks"
 
 
 def canonical_json(value: Any) -> str:
@@ -213,8 +216,30 @@ def _move_into_place(temp: Path, final: Path, key: str) -> None:
         doomed = final.with_name(f"{TEMP_PREFIX}invalid-{final.name}.{uuid.uuid4().hex[:8]}")
         os.rename(final, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
-    os.rename(temp, final)
+    try:
+        os.rename(temp, final)
+    except OSError:
+        # Another process committed between the check above and this rename (ENOTEMPTY): keep its artifact.
+        if not is_valid_artifact(final, key):
+            raise
+        shutil.rmtree(temp, ignore_errors=True)
+        return
     _fsync_directory(final.parent)
+
+
+@contextlib.contextmanager
+def build_lock(root: Path, identity: ArtifactIdentity) -> Iterator[None]:
+    """Hold this host's exclusive lock on building one artifact, waiting for a holder to finish.
+
+    Without a central scheduler two tfpipe processes on one root would build the same artifact at once and share
+    what lives outside their temporary directories (a download's partial file, a training's work folder).
+    Processes on other hosts are not excluded (a central luigid does that); the commit stays safe for them.
+    """
+    folder = Path(root) / LOCKS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{identity.family}-{identity.key}.lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file is closed, or its holder dies
+        yield
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,8 @@ class Train(ArtifactTask):
     epochs = luigi.IntParameter(default=10)
     batch_size = luigi.IntParameter(default=64)
     learning_rate = luigi.FloatParameter(default=1e-3)
+    optimizer = luigi.ChoiceParameter(choices=["adam", "sgd"], default="adam")
+    momentum = luigi.FloatParameter(default=0.0, description="sgd: momentum (0 = plain gradient descent)")
     lr_schedule = luigi.ChoiceParameter(choices=["cosine", "constant"], default="cosine")
     jit_compile = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                       description="XLA; measure first (docs/PERFORMANCE.md)")
@@ -159,6 +162,7 @@ class Train(ArtifactTask):
             model=self.model_name(), image_shape=info.image_shape, num_classes=info.num_classes,
             num_heads=info.num_heads, epochs=self.epochs, batch_size=self.batch_size,
             learning_rate=self.learning_rate, lr_schedule=self.lr_schedule, jit_compile=self.jit_compile,
+            optimizer=self.optimizer, momentum=self.momentum,
             steps_per_epoch=max(1, math.ceil(info.count("train") / self.batch_size)),
             seed=self.seed, patience=self.patience,
             shuffle_buffer=self.shuffle_buffer, augment=augment, mixed_precision=self.mixed_precision,
@@ -229,6 +233,7 @@ class Train(ArtifactTask):
         config = self.train_config(info)
         work = self.work_dir()
         work.mkdir(parents=True, exist_ok=True)
+        started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
         def on_epoch(epoch: int, logs: dict) -> None:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, float))
@@ -257,7 +262,7 @@ class Train(ArtifactTask):
                       "epochs_completed": epochs_run}
         (out_dir / "train_info.json").write_text(json.dumps(train_info, indent=2, sort_keys=True))
         shutil.rmtree(work, ignore_errors=True)
-        return {"epochs_completed": epochs_run, "model_file": MODEL_FILE, **stats}
+        return {"epochs_completed": epochs_run, "model_file": MODEL_FILE, "started_at": started_at, **stats}
 
 
 @dataclass(frozen=True)
@@ -306,7 +311,6 @@ def join_cluster(train: Train, timeout_s: float, log: Any = print) -> dict[str, 
     step (multi_worker) or serve variables and steps (parameter_server) until the chief ends its run. Nothing is
     written to the store; multi-worker checkpoints go to a scratch directory that is removed at the end."""
     import tempfile
-    import time
 
     from tasks.ops import cluster as rendezvous
     from tasks.ops.custom_loop import serve, train_on_cluster

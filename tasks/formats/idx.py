@@ -137,13 +137,14 @@ def _read_header(source: _Source, expect_magic: int | None, nonzero_axes: tuple[
 
 def _read_data(source: _Source, header: IdxHeader) -> np.ndarray:
     wanted = header.data_bytes
+    # A plain file's size is known: dimensions claiming more data than it holds are refused before ``read``
+    # reserves the claimed size (up to max_bytes; a MemoryError where memory is not overcommitted).
+    on_disk = source.trailing_bytes(header.size)
+    if on_disk is not None and on_disk < wanted:
+        raise _truncated_data(source, header, on_disk)
     data = source.read(wanted, header.size, "the data")
     if len(data) < wanted:
-        raise source.error(
-            f"truncated data: dims {header.dims} of {header.dtype.name} need {wanted} bytes from offset "
-            f"{header.size}, got {len(data)}",
-            header.size + len(data),
-        )
+        raise _truncated_data(source, header, len(data))
     end = header.size + wanted
     if source.read(1, end, "past the data"):
         extra = source.trailing_bytes(end)
@@ -151,6 +152,14 @@ def _read_data(source: _Source, header: IdxHeader) -> np.ndarray:
         raise source.error(f"{count}trailing bytes after the {wanted}-byte data of dims {header.dims}", end)
     # astype copies into native byte order, so the result is writable and independent of ``data``
     return np.frombuffer(data, dtype=header.dtype).reshape(header.dims).astype(header.dtype.newbyteorder("="))
+
+
+def _truncated_data(source: _Source, header: IdxHeader, got: int) -> IdxFormatError:
+    return source.error(
+        f"truncated data: dims {header.dims} of {header.dtype.name} need {header.data_bytes} bytes from offset "
+        f"{header.size}, got {got}",
+        header.size + got,
+    )
 
 
 def _load(

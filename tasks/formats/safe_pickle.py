@@ -144,6 +144,7 @@ def load_restricted(fileobj_or_path: str | Path | IO[bytes], *, path_for_errors:
 
 def _load_from_stream(fileobj: IO[bytes], where: str) -> Any:
     stream = _check_leading_bytes(fileobj, where)
+    start = stream.tell()
     try:
         result = RestrictedUnpickler(HugePageReader(stream), path_for_errors=where).load()
     except FormatError:
@@ -155,7 +156,14 @@ def _load_from_stream(fileobj: IO[bytes], where: str) -> Any:
         # 14-byte file can ask for a terabyte. That is bad input, to be named like any other.
         raise FormatError("malformed pickle: a length field asks for more memory than can be allocated",
                           path=where) from exc
-    check_plain_data(result, where)
+    except (SystemError, RuntimeError) as exc:
+        # numpy's own reaction to a dtype state (BUILD) with forged flags: "get_clear_loop not set for the DType
+        # 'uint8'" or "error return without exception set" (found by bench/fuzz). Bad input, named as such.
+        raise FormatError(f"malformed pickle: numpy rejected an array or dtype state ({type(exc).__name__}: "
+                          f"{exc})", path=where) from exc
+    # Every array a real pickle holds was filled from its bytes; a bigger one is an uninitialised
+    # ``ndarray(shape)`` from a lying shape (30 bytes asked for 16 GB; found by bench/fuzz).
+    check_plain_data(result, where, max_array_bytes=stream.tell() - start)
     return result
 
 
@@ -176,8 +184,11 @@ def _check_leading_bytes(fileobj: IO[bytes], where: str) -> IO[bytes]:
     return io.BytesIO(head + fileobj.read())
 
 
-def check_plain_data(value: Any, where: str) -> None:
-    """Walk a loaded object and reject anything but plain containers, scalars and numeric arrays."""
+def check_plain_data(value: Any, where: str, *, max_array_bytes: int | None = None) -> None:
+    """Walk a loaded object and reject anything but plain containers, scalars and numeric arrays.
+
+    ``max_array_bytes`` (the pickle's length) also rejects any array larger than the bytes it could come from.
+    """
     stack: list[tuple[Any, str]] = [(value, "<root>")]
     seen: set[int] = set()
     while stack:
@@ -196,6 +207,12 @@ def check_plain_data(value: Any, where: str) -> None:
             stack.extend((child, f"{trail}[{i}]") for i, child in enumerate(item))
         elif kind is np.ndarray:
             _check_numeric_array(item, trail, where)
+            if max_array_bytes is not None and item.nbytes > max_array_bytes:
+                raise UnsafePickleError(
+                    f"numpy array at {trail} of shape {item.shape} holds {item.nbytes} bytes, more than the "
+                    f"{max_array_bytes}-byte pickle: its data cannot have come from the file",
+                    path=where,
+                )
         elif kind not in PLAIN_SCALAR_TYPES:
             raise UnsafePickleError(f"object of type {kind.__name__} at {trail} is not allowed", path=where)
 
@@ -204,5 +221,15 @@ def _check_numeric_array(array: np.ndarray, trail: str, where: str) -> None:
     if array.dtype.kind not in NUMERIC_DTYPE_KINDS or array.dtype.fields is not None:
         raise UnsafePickleError(
             f"numpy array at {trail} has dtype {array.dtype} (object/structured/non-numeric arrays are not allowed)",
+            path=where,
+        )
+    canonical = np.dtype(array.dtype.str)
+    if array.dtype.flags != canonical.flags:  # a BUILD state can set any flag byte on a dtype
+        forged = array.dtype.flags
+        # Repair it before the array is freed: numpy cannot deallocate an array whose uint8 dtype claims to hold
+        # object references, and would raise RuntimeError from wherever the last reference goes (bench/fuzz).
+        array.dtype.__setstate__(canonical.__reduce__()[2])
+        raise UnsafePickleError(
+            f"numpy array at {trail} has dtype {array.dtype} with flags {forged} (forged in the pickle)",
             path=where,
         )

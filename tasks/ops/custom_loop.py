@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tasks.ops.training import TrainConfig, TrainingDivergedError, learning_rate
+from tasks.ops.training import TrainConfig, TrainingDivergedError, make_optimizer
 
 HISTORY_COLUMNS = ("epoch", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss")
 
@@ -97,7 +97,7 @@ class CustomLoop:
         self.validation = validation
         with strategy.scope():
             self.model = build()
-            self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate(config))
+            self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_variables)
             ordinary = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self.step = tf.Variable(0, dtype=tf.int64, name="global_step", **ordinary)
@@ -222,22 +222,23 @@ class CustomLoop:
             writer.writerows(rows)
         temporary.replace(path)
 
-    def _write_scalars(self, epoch: int, row: dict[str, float]) -> None:
+    def _write_scalars(self, writers: dict[str, Any], epoch: int, row: dict[str, float]) -> None:
+        """The scalars ``fit``'s TensorBoard callback writes, under the same names and runs."""
         for split, prefix in (("train", ""), ("validation", "val_")):
-            writer = tf.summary.create_file_writer(str(self.work_dir / "tensorboard" / split))
-            with writer.as_default():
+            with writers[split].as_default():
                 for name in ("loss", "accuracy"):
                     tf.summary.scalar(f"epoch_{name}", row[prefix + name], step=epoch)
                 if split == "train":
                     tf.summary.scalar("epoch_learning_rate", row["learning_rate"], step=epoch)
-            writer.close()
+            writers[split].flush()
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def run(self) -> keras.Model:
         """Train to ``total_steps`` (or until early stopping); returns the model with the best weights on the
         chief, the last weights elsewhere. Raises TrainingDivergedError on a non-finite loss."""
-        (self.work_dir / "tensorboard").mkdir(parents=True, exist_ok=True)
+        writers = ({split: tf.summary.create_file_writer(str(self.work_dir / "tensorboard" / split))
+                    for split in ("train", "validation")} if self.is_chief else {})
         step = self._restore()
         plan = self.plan
         best_file = self.work_dir / "best.weights.h5"
@@ -269,12 +270,14 @@ class CustomLoop:
             self.manager.save(checkpoint_number=step)
             if self.is_chief:
                 self._write_history(row)
-                self._write_scalars(epoch, row)
+                self._write_scalars(writers, epoch, row)
             self.log(f"epoch {epoch + 1}: step {step}/{plan.total_steps}, " + ", ".join(
                 f"{k}={v:.4f}" for k, v in sorted(row.items()) if k != "epoch")
                 + f" ({time.monotonic() - started:.1f} s)")
             if self.on_epoch is not None:
                 self.on_epoch(epoch + 1, {k: float(v) for k, v in row.items() if k != "epoch"})
+        for writer in writers.values():
+            writer.close()
         self.last_weights_sha256 = weights_digest(self.model)
         self.log(f"weights after step {int(self.step.numpy())}: sha256 {self.last_weights_sha256}")
         if self.is_chief and best_file.exists():

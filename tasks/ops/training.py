@@ -47,6 +47,8 @@ class TrainConfig:
     cpu_devices: int = 0  # mirrored: split the CPU into this many logical devices (0: the GPUs)
     model_options: dict = field(default_factory=dict)
     input_autotune: bool = False  # tf.data runtime tuning (see make_dataset)
+    optimizer: str = "adam"  # "adam", or "sgd" (with ``momentum``)
+    momentum: float = 0.0
     max_steps: int = 0  # stop after this many optimizer steps (0: epochs x steps_per_epoch)
     checkpoint_every_steps: int = 0  # resumable checkpoint every N steps (0: at every epoch end)
 
@@ -100,11 +102,27 @@ def learning_rate(config: TrainConfig) -> float | keras.optimizers.schedules.Lea
     return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.total_steps)
 
 
+OPTIMIZERS = ("adam", "sgd")
+
+
+def make_optimizer(config: TrainConfig, rate: float | keras.optimizers.schedules.LearningRateSchedule | None = None
+                   ) -> keras.optimizers.Optimizer:
+    """Adam, or SGD with ``config.momentum``, at ``rate`` (default: the config's schedule)."""
+    rate = learning_rate(config) if rate is None else rate
+    if config.optimizer == "adam" and config.momentum:
+        raise ValueError("Train.momentum is for optimizer sgd; Adam keeps its own moment estimates")
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=rate)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=rate, momentum=config.momentum)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+
+
 def compile_model(config: TrainConfig) -> keras.Model:
     model = build_model(config.model, input_shape=config.image_shape, num_classes=config.num_classes,
                         num_heads=config.num_heads, **config.model_options)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate(config)),
+        optimizer=make_optimizer(config),
         jit_compile=config.jit_compile,
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
@@ -214,7 +232,7 @@ def fine_tune(
 
     def compiled() -> keras.Model:
         model = build()
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        model.compile(optimizer=make_optimizer(config, config.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
         return model
@@ -239,7 +257,7 @@ def fit_head(
     def build() -> keras.Model:
         model = build_feature_head(int(train[0].shape[1]), config.num_classes, hidden_units=hidden_units,
                                    dropout=dropout)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate(config)),
+        model.compile(optimizer=make_optimizer(config),
                       loss=keras.losses.SparseCategoricalCrossentropy(),
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
         return model
