@@ -62,8 +62,8 @@ def make_cluster_strategy(name: str) -> tuple[tf.distribute.Strategy, Any]:
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
         return strategy, tf.distribute.coordinator.ClusterCoordinator(strategy)
-    if name in ("default", "mirrored"):
-        # For the benchmark against model.fit on one device, and for tests of the loop itself.
+    if name == "default":
+        # One device: the benchmark against model.fit, and the tests of the loop itself.
         return tf.distribute.get_strategy(), None
     raise ValueError(f"no custom training loop for strategy {name!r}")
 
@@ -112,6 +112,9 @@ class CustomLoop:
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(own_dir), max_to_keep=2)
         self.iterator = self._train_iterator(train_fn)
         self.train_steps = self._train_function()
+        self.evaluate_batch = self._evaluation_function()
+        self.sum_over_replicas = tf.function(lambda value: strategy.reduce(
+            tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(value,)), axis=None))
 
     # -- input -----------------------------------------------------------------------------------------------
 
@@ -163,9 +166,7 @@ class CustomLoop:
 
     # -- validation, agreement ---------------------------------------------------------------------------------
 
-    def _evaluate(self) -> tuple[float, float]:
-        """(val_loss, val_accuracy) of the current weights over the whole validation set, on this host."""
-
+    def _evaluation_function(self) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
         @tf.function
         def batch_sums(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             probabilities = self.model(images, training=False)
@@ -174,9 +175,13 @@ class CustomLoop:
             return (tf.reduce_sum(per_example), tf.reduce_sum(correct_per_example(probabilities, labels)),
                     tf.cast(tf.shape(per_example)[0], tf.float32))
 
+        return batch_sums
+
+    def _evaluate(self) -> tuple[float, float]:
+        """(val_loss, val_accuracy) of the current weights over the whole validation set, on this host."""
         total = np.zeros(3)
         for images, labels in self.validation:
-            total += [float(v) for v in batch_sums(images, labels)]
+            total += [float(v) for v in self.evaluate_batch(images, labels)]
         return total[0] / max(total[2], 1.0), total[1] / max(total[2], 1.0)
 
     def _chief_says(self, decision: bool) -> bool:
@@ -184,14 +189,8 @@ class CustomLoop:
         their validation numbers differ in the last bit."""
         if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             return decision
-        vote = 1.0 if (self.is_chief and decision) else 0.0
-
-        @tf.function
-        def gather() -> tf.Tensor:
-            per_replica = self.strategy.run(lambda: tf.constant(vote))
-            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-        return float(gather()) > 0
+        vote = tf.constant(1.0 if (self.is_chief and decision) else 0.0)
+        return float(self.sum_over_replicas(vote)) > 0
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
 
