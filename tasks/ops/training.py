@@ -314,6 +314,8 @@ def fit_model(
         if guard.bad_batch is not None:
             epoch, batch = guard.bad_batch
             raise TrainingDivergedError(f"loss became non-finite in epoch {epoch + 1}, batch {batch}")
+        if stats is not None:
+            stats["steps"] = int(model.optimizer.iterations.numpy())
         if (work_dir / "best.weights.h5").exists():
             # Early stopping restores best weights only when it fires; after a resume it may not have seen
             # the best epoch. The checkpoint file always holds the best validation loss so far.

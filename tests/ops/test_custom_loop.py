@@ -17,7 +17,7 @@ import tensorflow as tf  # noqa: E402
 
 from tasks.ops.custom_loop import ClusterRun, LoopPlan, train_on_cluster  # noqa: E402
 from tasks.ops.input_pipeline import make_dataset  # noqa: E402
-from tasks.ops.training import TrainConfig, TrainingDivergedError  # noqa: E402
+from tasks.ops.training import TrainConfig, TrainingDivergedError, fit  # noqa: E402
 from tests.ops.test_input_pipeline import NUM_SHARDS, SHAPE, make_data, write_shards  # noqa: E402
 
 
@@ -101,3 +101,11 @@ def test_input_shards_are_disjoint_and_cover_every_record(tmp_path: Path, worker
                             shard=(workers, index))
         seen += [int(v) for _, batch in part for v in batch.numpy()]
     assert sorted(seen) == list(range(60))
+
+
+def test_fit_stops_at_max_steps_too(tmp_path: Path) -> None:
+    files = learnable(tmp_path)
+    stats: dict = {}
+    fit(config(max_steps=13, checkpoint_every_steps=4), files[0], files[1], tmp_path / "fit", stats=stats)
+    assert stats["steps"] == 13
+    assert [row["epoch"] for row in history(tmp_path / "fit")] == ["0", "1"]
