@@ -36,6 +36,8 @@ class Freeze(ArtifactTask):
         shards, trained = self.input_dir("examples"), self.input_dir("model")
         info = load_dataset_info(shards)
         image_shape = info.image_shape
+        # Dropout's seed-generator state is a variable of the SavedModel: seeded, a rebuild gives the same bytes.
+        keras.utils.set_random_seed(0)
         model = keras.models.load_model(trained / MODEL_FILE, compile=False)
         export_serving_model(model, out_dir, image_shape=image_shape,
                              class_names=read_labels_txt(shards / "labels.txt"), top_k=self.top_k)

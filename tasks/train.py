@@ -212,6 +212,7 @@ class Train(ArtifactTask):
         try:
             rendezvous.wait_for_members(directory, members, run, self.cluster_timeout, on_wait=lambda missing: (
                 self.set_status_message(f"waiting for {', '.join(m.name for m in missing)}")))
+            rendezvous.start(directory, run)
             stats = run_in_fresh_process(train_on_cluster, self.cluster_run(info, is_chief=True,
                                                                              model_file=out_dir / MODEL_FILE),
                                          on_report=on_epoch)
@@ -232,6 +233,10 @@ class Train(ArtifactTask):
             raise ValueError(f"{shards}: no validation split; set ImageDirs.validation_fraction > 0")
         config = self.train_config(info)
         work = self.work_dir()
+        if not is_cluster_strategy(self.strategy) and work.exists() and not (work / "backup").exists():
+            # fit deletes its backup when it ends: this is a finished training killed before its commit (or one
+            # killed before its first epoch). Resuming would append its epochs to the old history again.
+            shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
         started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -325,9 +330,8 @@ def join_cluster(train: Train, timeout_s: float, log: Any = print) -> dict[str, 
         raise rendezvous.ClusterError(f"this process is the chief, {members.chief.name}: run `tfpipe run` here")
     directory = train.rendezvous()
     log(f"{members.me.name}: waiting for the chief ({members.chief.name}) in {directory}")
-    run = rendezvous.wait_for_chief(directory, members, timeout_s)
     if train.strategy == "multi_worker":
-        rendezvous.answer_chief(directory, members, run)
+        run = rendezvous.join(directory, members, timeout_s)
         info = load_dataset_info(train.input_dir("examples"))
         import tensorflow as tf
 
@@ -340,6 +344,7 @@ def join_cluster(train: Train, timeout_s: float, log: Any = print) -> dict[str, 
                                               "restart this member and the chief") from error
         log(f"{members.me.name}: trained {result['steps']} steps; weights sha256 {result['weights_sha256']}")
         return result
+    run = rendezvous.wait_for_chief(directory, members, timeout_s)
     server = serve(members.task_type, members.task_index)
     log(f"{members.me.name}: serving at {server.target}")
     while True:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,3 +42,23 @@ def isolated_luigi_config(artifact_root: Path) -> Iterator[object]:
 def luigi_config(tmp_path: Path) -> Iterator[object]:
     with isolated_luigi_config(tmp_path / "artifacts") as config:
         yield config
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (pytest swaps it for every test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+@pytest.fixture(autouse=True)
+def luigi_logging_follows_stderr() -> Iterator[None]:
+    """Luigi binds its log handler once per process to the sys.stderr of that moment: under pytest the capture
+    stream of an earlier test, closed since ("--- Logging error ---" on every record of every later test)."""
+    yield
+    for handler in logging.getLogger("luigi-interface").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.stream = _CurrentStderr()

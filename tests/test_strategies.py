@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from pipelines import cli
 from tests.conftest import REPO
 

@@ -129,6 +129,11 @@ def _read_header(source: _Source, expect_magic: int | None, nonzero_axes: tuple[
             f"over the {max_bytes}-byte cap",
             MAGIC_SIZE,
         )
+    # numpy refuses a shape whose non-zero dimensions overflow intp even when a zero makes it empty (found by
+    # bench/fuzz: "cannot reshape array of size 0 into shape (50331882, 1610612752, 16777216, 0, ...)")
+    if math.prod(d for d in header.dims if d) * header.dtype.itemsize > np.iinfo(np.intp).max:
+        shape = " x ".join(map(str, header.dims))
+        raise source.error(f"dimensions {shape} cannot be an array shape: their non-zero sizes overflow", MAGIC_SIZE)
     for axis in nonzero_axes:
         if header.dims[axis] == 0:
             raise source.error(f"dimension {axis} is zero in dims {header.dims}", MAGIC_SIZE + DIM_SIZE * axis)

@@ -9,8 +9,16 @@ a scalar, bytes/str, or a numeric numpy array is rejected too.
 from __future__ import annotations
 
 import codecs
+
+# The codecs pickletools decodes opcode arguments with, imported now rather than while a pickle is scanned (the
+# fuzz contract: loading a pickle imports nothing).
+import encodings.ascii  # noqa: F401, E402
+import encodings.latin_1  # noqa: F401, E402
+import encodings.raw_unicode_escape  # noqa: F401, E402
+import encodings.utf_8  # noqa: F401, E402
 import io
 import pickle
+import pickletools
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -145,6 +153,8 @@ def load_restricted(fileobj_or_path: str | Path | IO[bytes], *, path_for_errors:
 def _load_from_stream(fileobj: IO[bytes], where: str) -> Any:
     stream = _check_leading_bytes(fileobj, where)
     start = stream.tell()
+    _check_memo_indices(stream, where)
+    stream.seek(start)
     try:
         result = RestrictedUnpickler(HugePageReader(stream), path_for_errors=where).load()
     except FormatError:
@@ -165,6 +175,28 @@ def _load_from_stream(fileobj: IO[bytes], where: str) -> Any:
     # ``ndarray(shape)`` from a lying shape (30 bytes asked for 16 GB; found by bench/fuzz).
     check_plain_data(result, where, max_array_bytes=stream.tell() - start)
     return result
+
+
+MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _check_memo_indices(stream: IO[bytes], where: str) -> None:
+    """Refuse a memo index no real pickle has: CPython's unpickler grows its memo table to twice an index
+    before storing at it, so a 5-byte LONG_BINPUT of 4e9 zero-fills gigabytes (found by bench/fuzz). Pickles
+    number their memo entries from 0 up, one per PUT or MEMOIZE, so an index is below the opcodes read so far."""
+    opcodes = pickletools.genops(stream)
+    count = 0
+    while True:
+        try:
+            opcode, argument, offset = next(opcodes)
+        except StopIteration:
+            return
+        except (ValueError, EOFError, MemoryError, struct.error, OverflowError, UnicodeDecodeError):
+            return  # malformed from here on: the unpickler itself names the first error it meets
+        if opcode.name in MEMO_PUTS and int(argument) > count:
+            raise FormatError(f"malformed pickle: memo index {argument} at opcode {count} (no pickle has one so "
+                              "high)", path=where, offset=offset)
+        count += 1
 
 
 def _check_leading_bytes(fileobj: IO[bytes], where: str) -> IO[bytes]:

@@ -9,6 +9,7 @@ process. The CRC comes from ``google-crc32c`` (hardware CRC32C; pure Python woul
 from __future__ import annotations
 
 import functools
+import os
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -285,10 +286,29 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, bytes | int]]:
             raise ValueError(f"unsupported wire type {wire}")
 
 
+def _delimited(buf: bytes, message: str, used: frozenset[int]) -> Iterator[tuple[int, bytes]]:
+    """``(number, payload)`` of the length-delimited fields of ``buf``.
+
+    A varint where a used field must be a message or bytes is a ValueError: taken as bytes, ``bytes(v)`` of a
+    10-byte varint would allocate up to 2**64 bytes, and as a message it is no ``bytes`` at all (found by
+    bench/fuzz). Unknown varint fields are skipped, as protobuf does.
+    """
+    for number, wire, payload in _fields(buf):
+        if wire == 2:
+            yield number, payload  # type: ignore[misc]
+        elif number in used:
+            raise ValueError(f"field {number} of a {message} is a varint, expected a length-delimited field")
+
+
+_FEATURE_FIELDS = frozenset({1, 2, 3})
+_ONE = frozenset({1})
+_ENTRY_FIELDS = frozenset({1, 2})
+
+
 def _decode_feature(buf: bytes) -> list[bytes] | list[int]:
-    for number, _, payload in _fields(buf):
+    for number, payload in _delimited(buf, "Feature", _FEATURE_FIELDS):
         if number == 1:
-            return [bytes(v) for n, _, v in _fields(payload) if n == 1]
+            return [bytes(v) for n, v in _delimited(payload, "BytesList", _ONE) if n == 1]
         if number == 3:
             values: list[int] = []
             for n, wire, v in _fields(payload):
@@ -310,14 +330,14 @@ def _decode_feature(buf: bytes) -> list[bytes] | list[int]:
 def decode_example(data: bytes) -> dict[str, list[bytes] | list[int]]:
     """Parse a serialized Example into ``{name: [values]}`` (bytes and int64 lists only)."""
     features: dict[str, list[bytes] | list[int]] = {}
-    for number, _, features_msg in _fields(data):
+    for number, features_msg in _delimited(data, "Example", _ONE):
         if number != 1:
             continue
-        for entry_number, _, entry in _fields(features_msg):
+        for entry_number, entry in _delimited(features_msg, "Features", _ONE):
             if entry_number != 1:
                 continue
             name, value = "", b""
-            for n, _, v in _fields(entry):
+            for n, v in _delimited(entry, "Features map entry", _ENTRY_FIELDS):
                 if n == 1:
                     name = bytes(v).decode()
                 elif n == 2:
@@ -372,6 +392,7 @@ def read_records(path: str | Path, *, verify: bool = True) -> Iterator[bytes]:
     """Yield each record's bytes; a truncated file or bad CRC raises FormatError with the offset."""
     path = Path(path)
     with open(path, "rb") as handle:
+        file_size = os.fstat(handle.fileno()).st_size
         index = 0
         while True:
             offset = handle.tell()
@@ -384,6 +405,9 @@ def read_records(path: str | Path, *, verify: bool = True) -> Iterator[bytes]:
             (length_crc,) = struct.unpack_from("<I", header, 8)
             if verify and masked_crc32c(header[:8]) != length_crc:
                 raise FormatError("record length CRC mismatch", path=path, offset=offset, index=index)
+            if length > file_size - offset - 16:  # checked before reading: a lying length must not be allocated
+                raise FormatError(f"truncated record: length field {length} runs past the end of the file "
+                                  f"({file_size} bytes)", path=path, offset=offset, index=index)
             data = handle.read(length)
             footer = handle.read(4)
             if len(data) < length or len(footer) < 4:

@@ -8,6 +8,7 @@ every member succeeded, so ``dest`` either holds the whole archive or does not e
 
 from __future__ import annotations
 
+import errno
 import gzip
 import lzma
 import os
@@ -29,7 +30,9 @@ TEMP_PREFIX = ".extract-"
 _COPY_BLOCK = 1 << 20
 # What tarfile and the decompressors raise on corrupt or truncated input.
 _CORRUPT_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
-_CORRUPT_ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, NotImplementedError)
+# UnicodeDecodeError: a name flagged UTF-8 that is not (zipfile raises it while reading the directory; bench/fuzz).
+_CORRUPT_ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, NotImplementedError,
+                       UnicodeDecodeError)
 # Raised when two members disagree about whether a path is a file or a directory.
 _PATH_CONFLICT_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError)
 _HAS_TAR_FILTERS = hasattr(tarfile, "data_filter")
@@ -65,9 +68,17 @@ def safe_extract(
 
 
 def _extract_by_content(archive: Path, staging: Path, max_total_bytes: int, max_members: int) -> list[str]:
-    if tarfile.is_tarfile(archive):
+    try:
+        is_tar = tarfile.is_tarfile(archive)
+    except _CORRUPT_TAR_ERRORS as error:  # is_tarfile lets a truncated gzip stream's EOFError out (bench/fuzz)
+        raise ArchiveError(f"corrupt or truncated tar: {error}", path=archive) from error
+    if is_tar:
         return _extract_tar(archive, staging, max_total_bytes, max_members)
-    if zipfile.is_zipfile(archive):
+    try:
+        is_zip = zipfile.is_zipfile(archive)
+    except _CORRUPT_ZIP_ERRORS as error:  # is_zipfile lets "zipfiles that span multiple disks" out (bench/fuzz)
+        raise ArchiveError(f"corrupt or unsupported zip: {error}", path=archive) from error
+    if is_zip:
         return _extract_zip(archive, staging, max_total_bytes, max_members)
     raise ArchiveError("not a tar or zip archive", path=archive)
 
@@ -96,6 +107,8 @@ def safe_member_path(archive: Path, name: str) -> str:
     Backslashes count as separators, so a Windows-made ``..\\evil`` is caught as well. ``"./"`` gives
     ``"."`` (the extraction directory itself).
     """
+    if "\0" in name:  # a pax header can carry one; no file system takes it (os calls raise ValueError; bench/fuzz)
+        raise ArchiveError("NUL byte in the member name", path=archive, member=name)
     unified = name.replace("\\", "/")
     if unified.startswith("/") or _has_drive(unified):
         raise ArchiveError("absolute path", path=archive, member=name)
@@ -225,9 +238,27 @@ def _drop_special_mode_bits(member: tarfile.TarInfo) -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _corrupt_zip_data(error: OSError) -> bool:
+    """An OSError that zipfile or a decompressor raises on bad bytes, not one of the disk's.
+
+    bz2 says "Invalid data stream" (no errno); an offset field pointing before the start of the file makes
+    zipfile's seek fail with EINVAL (both found by bench/fuzz). ENOSPC, EACCES and the like stay OSErrors.
+    """
+    return error.errno is None or error.errno == errno.EINVAL
+
+
+def _open_zip(archive: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(archive)
+    except OSError as error:
+        if not _corrupt_zip_data(error):
+            raise
+        raise ArchiveError(f"corrupt or unsupported zip: {error}", path=archive) from error
+
+
 def _extract_zip(archive: Path, staging: Path, max_total_bytes: int, max_members: int) -> list[str]:
     try:
-        with zipfile.ZipFile(archive) as zipped:
+        with _open_zip(archive) as zipped:
             infos = zipped.infolist()
             _check_zip_directory(archive, infos, max_total_bytes, max_members)
             return _unique(_extract_zip_members(archive, zipped, infos, staging, max_total_bytes))
@@ -293,6 +324,10 @@ def _copy_zip_member(
     try:
         return _copy_zip_member_bytes(archive, zipped, info, target, bytes_left)
     except _CORRUPT_ZIP_ERRORS as error:
+        raise ArchiveError(f"corrupt member: {error}", path=archive, member=info.filename) from error
+    except OSError as error:
+        if not _corrupt_zip_data(error):
+            raise
         raise ArchiveError(f"corrupt member: {error}", path=archive, member=info.filename) from error
 
 

@@ -11,7 +11,9 @@ Rendezvous, in a directory on the shared artifact root (``<root>/.cluster/<Train
 - the chief writes ``chief.json`` (a new ``run`` id each time it starts) once Train's inputs are complete;
 - every other member, started with ``tfpipe cluster-member`` and the same pipeline and parameters (hence the same
   directory), waits for it and answers with ``<type>-<index>.json`` naming that run id;
-- the chief waits for every member's answer, with a timeout naming the ones that did not come, then trains;
+- the chief waits for every member's answer, with a timeout naming the ones that did not come, then writes
+  ``go.json`` and trains; a multi-worker member starts only on the ``go`` of the run it answered (an answer to a
+  dead chief's run is answered again when the restarted chief announces its own);
 - at the end the chief writes ``done.json`` (the run id, success or the error); members that only serve
   (parameter servers, and workers of a parameter-server cluster) exit on it.
 """
@@ -31,6 +33,7 @@ from typing import Any
 TF_CONFIG = "TF_CONFIG"
 CLUSTER_DIR = ".cluster"
 CHIEF_FILE = "chief.json"
+GO_FILE = "go.json"
 DONE_FILE = "done.json"
 POLL_S = 0.2
 
@@ -143,7 +146,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def announce_chief(directory: Path, cluster: Cluster) -> str:
     """Start a new run of the cluster; returns its id. Answers and the end of earlier runs are removed."""
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in [directory / DONE_FILE, *(directory / m.file_name for m in cluster.others)]:
+    for stale in [directory / DONE_FILE, directory / GO_FILE, *(directory / m.file_name for m in cluster.others)]:
         stale.unlink(missing_ok=True)
     run = uuid.uuid4().hex
     _write_json(directory / CHIEF_FILE, {"run": run, "host": socket.gethostname(), "pid": os.getpid(),
@@ -187,6 +190,31 @@ def wait_for_chief(directory: Path, cluster: Cluster, timeout_s: float, after: s
 def answer_chief(directory: Path, cluster: Cluster, run: str) -> None:
     _write_json(directory / cluster.me.file_name, {"run": run, "host": socket.gethostname(), "pid": os.getpid(),
                                                    "joined": time.time()})
+
+
+def start(directory: Path, run: str) -> None:
+    """Every member answered run ``run``: they may start."""
+    _write_json(directory / GO_FILE, {"run": run, "started": time.time()})
+
+
+def join(directory: Path, cluster: Cluster, timeout_s: float) -> str:
+    """A member's side of the rendezvous: answer the chief's run and wait for its ``go``; a chief that starts
+    again meanwhile is answered again. Returns the run id that started; ClusterError on timeout."""
+    deadline = time.monotonic() + timeout_s
+    run = wait_for_chief(directory, cluster, timeout_s)
+    while True:
+        answer_chief(directory, cluster, run)
+        while (_read_json(directory / GO_FILE) or {}).get("run") != run:
+            newer = current_run(directory)
+            if newer and newer != run:
+                run = newer
+                break
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the chief, {cluster.chief.name}, announced run {run} but did not start it "
+                                   f"within {timeout_s:g} s (is it still waiting for another member?)")
+            time.sleep(POLL_S)
+        else:
+            return run
 
 
 def finish(directory: Path, run: str, error: str | None) -> None:

@@ -261,8 +261,10 @@ class CustomLoop:
             if improved:
                 self.best_val_loss.assign(val_loss)
                 self.epochs_without_improvement.assign(0)
-                if self.is_chief:
-                    self.model.save_weights(str(best_file))
+                if self.is_chief:  # renamed into place: a kill mid-write keeps the previous best
+                    temporary = best_file.with_name(".best.tmp.weights.h5")
+                    self.model.save_weights(str(temporary))
+                    temporary.replace(best_file)
             else:
                 self.epochs_without_improvement.assign_add(1)
             stopped = int(self.epochs_without_improvement.numpy()) >= self.config.patience

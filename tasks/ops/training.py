@@ -7,7 +7,10 @@ killed mid-training restarts ``fit`` from the last finished epoch. ``history.csv
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +151,47 @@ class NaNGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class AtomicBestWeights(keras.callbacks.Callback):
+    """The weights of the best ``val_loss`` so far, written to a temporary file and renamed over ``path``: a kill
+    mid-write leaves the previous best, never a truncated file that would block every rerun. The best loss is
+    kept beside it (``<path>.json``), so a resumed run does not take a worse epoch for an improvement."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._path = Path(path)
+        self._record = self._path.with_name(self._path.name + ".json")
+        self._best = math.inf
+        if self._path.exists() and self._record.exists():
+            self._best = float(json.loads(self._record.read_text())["val_loss"])
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("val_loss")
+        if loss is None or not float(loss) < self._best:
+            return
+        self._best = float(loss)
+        temporary = self._path.with_name(f".{self._path.stem}.tmp.weights.h5")
+        self.model.save_weights(str(temporary))
+        os.replace(temporary, self._path)
+        self._record.write_text(json.dumps({"val_loss": self._best, "epoch": epoch}))
+
+
+def discard_unreadable_checkpoints(work_dir: Path) -> None:
+    """Remove the resume state a killed process left half-written (Keras writes its backup in place): a run
+    starts that training over instead of failing on a truncated HDF5 file, run after run."""
+    import h5py
+
+    for path in [*sorted((work_dir / "backup").rglob("*.h5")), work_dir / "best.weights.h5"]:
+        if not path.exists():
+            continue
+        try:
+            h5py.File(path, "r").close()
+        except OSError:
+            if "backup" in path.relative_to(work_dir).parts:
+                shutil.rmtree(work_dir / "backup", ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 class StopAtStep(keras.callbacks.Callback):
     """Stops training once the optimizer has taken ``max_steps`` steps (counted across resumes)."""
 
@@ -284,6 +328,7 @@ def fit_model(
     """``model.fit`` of ``build()`` on ``datasets()`` = (train, validation) with tfpipe's callbacks: backup and
     resume, NaN guard, ``history.csv``, early stopping on val_loss, best-weights checkpoint, TensorBoard."""
     keras.utils.set_random_seed(config.seed)
+    discard_unreadable_checkpoints(work_dir)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -300,8 +345,7 @@ def fit_model(
             guard,
             keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
-            keras.callbacks.ModelCheckpoint(str(work_dir / "best.weights.h5"), monitor="val_loss",
-                                            save_best_only=True, save_weights_only=True),
+            AtomicBestWeights(work_dir / "best.weights.h5"),
             keras.callbacks.TensorBoard(str(work_dir / "tensorboard"), histogram_freq=1),
         ]
         if sample_images is not None and len(sample_images):
