@@ -145,6 +145,7 @@ def newest_checkpoint_step(root: Path) -> int:
     return max(steps, default=0)
 
 
+@pytest.mark.slow  # three minutes: two clusters, one of them killed mid-training
 def test_multi_worker_chief_killed_mid_training_resumes_from_its_checkpoint(prebuilt, root: Path,
                                                                             tmp_path: Path) -> None:
     steps_per_epoch = math.ceil(train_count(root) / 32)
