@@ -39,7 +39,7 @@ class StrategyParameter(luigi.Parameter):
 
 class Train(ArtifactTask):
     stage = "train"
-    version = 2
+    version = 3  # 3: every epoch shuffled from its own seed (a resumed run sees the uninterrupted run's batches)
     reads = ("examples",)
     optional_reads = ("features",)  # with a bottleneck stage: train a head on its cached features
     provides = "model"
@@ -164,6 +164,7 @@ class Train(ArtifactTask):
             learning_rate=self.learning_rate, lr_schedule=self.lr_schedule, jit_compile=self.jit_compile,
             optimizer=self.optimizer, momentum=self.momentum,
             steps_per_epoch=max(1, math.ceil(info.count("train") / self.batch_size)),
+            train_examples=info.count("train"),
             seed=self.seed, patience=self.patience,
             shuffle_buffer=self.shuffle_buffer, augment=augment, mixed_precision=self.mixed_precision,
             strategy=self.strategy, cpu_devices=self.cpu_devices, model_options=dict(self.model_options),

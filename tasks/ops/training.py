@@ -52,6 +52,7 @@ class TrainConfig:
     input_autotune: bool = False  # tf.data runtime tuning (see make_dataset)
     optimizer: str = "adam"  # "adam", or "sgd" (with ``momentum``)
     momentum: float = 0.0
+    train_examples: int = 0  # the training split's size (0: unknown; batches per epoch from steps_per_epoch)
     max_steps: int = 0  # stop after this many optimizer steps (0: epochs x steps_per_epoch)
     checkpoint_every_steps: int = 0  # resumable checkpoint every N steps (0: at every epoch end)
 
@@ -192,6 +193,33 @@ def discard_unreadable_checkpoints(work_dir: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
+class SeedStateBackup(keras.callbacks.Callback):
+    """The random-seed states of the model's layers (dropout's), beside BackupAndRestore's backup: Keras saves
+    weights without them, so a resumed run would draw other dropout masks than the uninterrupted one did.
+    One file per finished epoch (the last two kept); the one of the epoch the backup resumes from is loaded."""
+
+    def __init__(self, backup_dir: Path) -> None:
+        super().__init__()
+        self._dir = Path(backup_dir)
+
+    def _states(self) -> list:
+        return [generator.state for layer in self.model._flatten_layers()  # noqa: SLF001 - Keras's own walk
+                for generator in getattr(layer, "_seed_generators", [])]
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        saved = self._dir / f"seed_states-{resumed_epoch(self._dir.parent)}.npy"
+        if saved.exists():
+            for state, value in zip(self._states(), np.load(saved), strict=True):
+                state.assign(value)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        temporary = self._dir / ".seed_states.tmp.npy"
+        np.save(temporary, np.array([np.asarray(state.numpy()) for state in self._states()]))
+        os.replace(temporary, self._dir / f"seed_states-{epoch + 1}.npy")
+        (self._dir / f"seed_states-{epoch - 1}.npy").unlink(missing_ok=True)
+
+
 class StopAtStep(keras.callbacks.Callback):
     """Stops training once the optimizer has taken ``max_steps`` steps (counted across resumes)."""
 
@@ -241,21 +269,60 @@ def fit(
 ) -> keras.Model:
     """Train ``config.model`` on TFRecord shards (resuming from ``work_dir/backup`` if present); returns the
     model with the best weights. Raises TrainingDivergedError when the loss stops being finite."""
+    first_epoch = resumed_epoch(work_dir)
     return fit_model(config, lambda: compile_model(config),
-                     lambda: tfrecord_datasets(config, train_files, validation_files), work_dir,
-                     sample_images=sample_images, on_epoch=on_epoch, stats=stats)
+                     lambda: tfrecord_datasets(config, train_files, validation_files, first_epoch=first_epoch),
+                     work_dir, sample_images=sample_images, on_epoch=on_epoch, stats=stats,
+                     steps_per_epoch=batches_per_epoch(config))
 
 
-def tfrecord_datasets(config: TrainConfig, train_files: Sequence[str],
-                      validation_files: Sequence[str]) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """(shuffled, augmented training batches; validation batches in file order) of TFRecord shards."""
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle and augmentation (distinct for every (seed, epoch) that matters)."""
+    return seed * 100_003 + epoch
+
+
+def resumed_epoch(work_dir: Path) -> int:
+    """The epoch a resumed ``fit`` starts at: the epochs BackupAndRestore recorded as finished (0 if none)."""
+    metadata = work_dir / "backup" / "training_metadata.json"
+    try:
+        return int(json.loads(metadata.read_text())["epoch"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def batches_per_epoch(config: TrainConfig) -> int:
+    """Training batches in one pass over the split: whole batches only under mirrored (see tfrecord_datasets)."""
+    if config.strategy == "mirrored" and config.train_examples:
+        return max(1, config.train_examples // config.batch_size)
+    return config.steps_per_epoch
+
+
+def tfrecord_datasets(config: TrainConfig, train_files: Sequence[str], validation_files: Sequence[str], *,
+                      first_epoch: int | None = None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """(shuffled, augmented training batches; validation batches in file order) of TFRecord shards.
+
+    With ``first_epoch``, the training batches are the epochs from ``first_epoch`` to the last one by one, each
+    shuffled and augmented from seeds of its own (the run's seed and the epoch's number): a run resumed at
+    epoch k sees exactly the batches an uninterrupted run saw from epoch k on. ``fit`` then needs
+    ``steps_per_epoch`` (``batches_per_epoch``). Without it, one pass, reshuffled by tf.data every epoch.
+    """
     # Under mirrored, Keras 3 cannot take a final batch that splits unevenly over the replicas (its per-replica
     # tensors are summed with AddN): every batch is whole there.
     even = config.strategy == "mirrored"
-    train = make_dataset(train_files, image_shape=config.image_shape, num_heads=config.num_heads,
-                         batch_size=config.batch_size, training=True, augment=config.augment,
-                         shuffle_buffer=config.shuffle_buffer, seed=config.seed, autotune=config.input_autotune,
-                         drop_remainder=even)
+
+    def one_pass(seed: int) -> tf.data.Dataset:
+        return make_dataset(train_files, image_shape=config.image_shape, num_heads=config.num_heads,
+                            batch_size=config.batch_size, training=True, augment=config.augment,
+                            shuffle_buffer=config.shuffle_buffer, seed=seed, autotune=config.input_autotune,
+                            drop_remainder=even)
+
+    if first_epoch is None:
+        train = one_pass(config.seed)
+    else:
+        passes = [one_pass(epoch_seed(config.seed, epoch)) for epoch in range(first_epoch, config.epochs_to_run)]
+        train = passes[0] if passes else one_pass(config.seed).take(0)
+        for more in passes[1:]:
+            train = train.concatenate(more)
     validation = make_dataset(validation_files, image_shape=config.image_shape, num_heads=config.num_heads,
                               batch_size=config.batch_size if even else max(config.batch_size, 256), training=False,
                               autotune=config.input_autotune, drop_remainder=even)
@@ -324,6 +391,7 @@ def fit_model(
     sample_images: np.ndarray | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     stats: dict | None = None,
+    steps_per_epoch: int | None = None,
 ) -> keras.Model:
     """``model.fit`` of ``build()`` on ``datasets()`` = (train, validation) with tfpipe's callbacks: backup and
     resume, NaN guard, ``history.csv``, early stopping on val_loss, best-weights checkpoint, TensorBoard."""
@@ -340,6 +408,7 @@ def fit_model(
         train, validation = datasets()
         guard = NaNGuard()
         callbacks: list[keras.callbacks.Callback] = [
+            SeedStateBackup(work_dir / "backup"),  # before BackupAndRestore: saved before the epoch counts as done
             keras.callbacks.BackupAndRestore(str(work_dir / "backup"),
                                              save_freq=config.checkpoint_every_steps or "epoch"),
             guard,
@@ -354,7 +423,8 @@ def fit_model(
             callbacks.append(EpochReporter(on_epoch))
         if config.max_steps:
             callbacks.append(StopAtStep(config.max_steps))
-        model.fit(train, validation_data=validation, epochs=config.epochs_to_run, callbacks=callbacks, verbose=2)
+        model.fit(train, validation_data=validation, epochs=config.epochs_to_run, callbacks=callbacks, verbose=2,
+                  steps_per_epoch=steps_per_epoch)
         if guard.bad_batch is not None:
             epoch, batch = guard.bad_batch
             raise TrainingDivergedError(f"loss became non-finite in epoch {epoch + 1}, batch {batch}")

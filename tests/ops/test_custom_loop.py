@@ -109,3 +109,35 @@ def test_fit_stops_at_max_steps_too(tmp_path: Path) -> None:
     fit(config(max_steps=13, checkpoint_every_steps=4), files[0], files[1], tmp_path / "fit", stats=stats)
     assert stats["steps"] == 13
     assert [row["epoch"] for row in history(tmp_path / "fit")] == ["0", "1"]
+
+
+class _Killed(Exception):
+    """Stands for the process dying once an epoch's backup is written."""
+
+
+def test_fit_resumed_after_an_epoch_ends_with_the_uninterrupted_weights(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    from tasks.ops import training
+
+    files = learnable(tmp_path)
+    settings = config(epochs=3, model_options={"hidden_units": [16], "dropout": 0.3}, augment=training.AugmentConfig(
+        flip_left_right=True, brightness=0.1), shuffle_buffer=50)
+    whole = fit(settings, files[0], files[1], tmp_path / "whole").get_weights()
+
+    class DieAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 1:
+                raise _Killed
+
+    real_reporter = training.EpochReporter
+    monkeypatch.setattr(training, "EpochReporter", lambda report: DieAfterSecondEpoch())
+    with pytest.raises(_Killed):
+        fit(settings, files[0], files[1], tmp_path / "resumed", on_epoch=lambda *_: None)
+    monkeypatch.setattr(training, "EpochReporter", real_reporter)
+    assert training.resumed_epoch(tmp_path / "resumed") == 2
+    resumed = fit(settings, files[0], files[1], tmp_path / "resumed").get_weights()
+    for one, two in zip(whole, resumed, strict=True):
+        np.testing.assert_array_equal(one, two)
+    assert [row["epoch"] for row in history(tmp_path / "resumed")] == ["0", "1", "2"]
