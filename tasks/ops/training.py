@@ -269,11 +269,30 @@ def fit(
 ) -> keras.Model:
     """Train ``config.model`` on TFRecord shards (resuming from ``work_dir/backup`` if present); returns the
     model with the best weights. Raises TrainingDivergedError when the loss stops being finite."""
+    discard_unreadable_checkpoints(work_dir)  # before reading the epoch: a discarded backup restarts at 0
     first_epoch = resumed_epoch(work_dir)
+    forget_epochs_from(work_dir, first_epoch)
     return fit_model(config, lambda: compile_model(config),
                      lambda: tfrecord_datasets(config, train_files, validation_files, first_epoch=first_epoch),
                      work_dir, sample_images=sample_images, on_epoch=on_epoch, stats=stats,
                      steps_per_epoch=batches_per_epoch(config))
+
+
+def forget_epochs_from(work_dir: Path, first_epoch: int) -> None:
+    """What a killed run logged of the epochs a resumed run does again: their history rows (CSVLogger appends)
+    and, when it starts over, its TensorBoard logs."""
+    history = work_dir / "history.csv"
+    if history.exists():
+        lines = history.read_text().splitlines(keepends=True)
+        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) < first_epoch]
+        if first_epoch == 0:
+            history.unlink()
+        elif len(kept) != len(lines):
+            temporary = history.with_suffix(".tmp")
+            temporary.write_text("".join(kept))
+            temporary.replace(history)
+    if first_epoch == 0:
+        shutil.rmtree(work_dir / "tensorboard", ignore_errors=True)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
