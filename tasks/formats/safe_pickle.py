@@ -184,16 +184,22 @@ def _check_memo_indices(stream: IO[bytes], where: str) -> None:
     """Refuse a memo index no real pickle has: CPython's unpickler grows its memo table to twice an index
     before storing at it, so a 5-byte LONG_BINPUT of 4e9 zero-fills gigabytes (found by bench/fuzz). Pickles
     number their memo entries from 0 up, one per PUT or MEMOIZE, so an index is below the opcodes read so far."""
-    opcodes = pickletools.genops(stream)
     count = 0
     while True:
-        try:
-            opcode, argument, offset = next(opcodes)
-        except StopIteration:
-            return
-        except (ValueError, EOFError, MemoryError, struct.error, OverflowError, UnicodeDecodeError):
-            return  # malformed from here on: the unpickler itself names the first error it meets
-        if opcode.name in MEMO_PUTS and int(argument) > count:
+        offset = stream.tell()
+        code = stream.read(1)
+        opcode = pickletools.code2op.get(code.decode("latin-1")) if code else None
+        if opcode is None or opcode.name == "STOP":
+            return  # the end, or an unknown opcode: the unpickler itself names the first error it meets
+        argument = None
+        if opcode.arg is not None:
+            try:
+                argument = opcode.arg.reader(stream)
+            except UnicodeDecodeError:
+                pass  # read past, only not text: the unpickler may take it as bytes (Python 2 strings)
+            except (ValueError, EOFError, MemoryError, struct.error, OverflowError):
+                return
+        if opcode.name in MEMO_PUTS and argument is not None and int(argument) > count:
             raise FormatError(f"malformed pickle: memo index {argument} at opcode {count} (no pickle has one so "
                               "high)", path=where, offset=offset)
         count += 1

@@ -397,3 +397,26 @@ def test_idx_empty_file_of_real_images_still_reads(tmp_path: Path) -> None:
     path = tmp_path / "t10k-images-idx3-ubyte"
     write_idx(path, np.zeros((0, 28, 28), np.uint8))
     assert read_idx(path).shape == (0, 28, 28)
+
+
+# Found by bench/fuzz after the memo scan: a Python 2 string that is not ASCII stopped pickletools.genops before
+# the opcodes that followed (out of memory under -rss_limit_mb=2048). The scan now reads past such strings.
+FUZZ_MEMO_AFTER_UNDECODABLE = (
+    b'\x80\x05\x95|\x00\x00\x00\x00\x00\x00\x00\x8c\x13numpy._core.numeric\x94\x8c\x0b_from'
+    b'buffer\x94\x93\x94(\x96\x06\x00\x00\x00\x00\x00\x00\x00\x00\x01\x01\x01\x01\x01\x94\x8c\x05numpy\x94\x8c\x05dtyp'
+    b'e\x94\x93\x94\x8c\x02b2\x94\x89\x80\x05\x95|\x00\x00\x00\x00\x00\x00\x00\x8c\x13numpy._core.numer'
+    b'ic\x94\x8c\x0b_frombuffer\x94\x93\x94(\x96\x06\x00\x00\x00\x00\x00\x00\x00\x00\x01\x01\x01\x01/\x94\x8c\x05nu'
+    b'mpy\x94\x80\x02}q\x00(c_code\x88\x87\x94R\x94(K\x03\x8c\x01|\x94NNNJ\xff\xff\xff\xffJ\xff\xff\xff'
+    b'\xffK\x00t\x94\xffcs\nencode\nq\x01X\x0b\x00\x00\x00batch_labelq\x02X\x06\x00\x00'
+    b'\x00latin1q\x03\x86q\x04Rq\x05h\x01X\x05\x00\x00\x00trainq\xff\xff\xff\xff\xff\xff\x0cbK\x02K\x03'
+    b'\x86\x94\x8c\x01C\x94t\x94R\x06h\x03\x86q\x07Rq\x08h\x01X\x0b\x00\x00\x00fine_labelsq\th\x03'
+    b'\x86q\nRq\x94.\x0b]q\x0c(K|q!N\x98\xc2\x97\xc2\x98\xc2\xa8\x86\xc2\x80\x02\x7ftrgj\x8cwtys\xc2\xc2'
+    b'\x82\xc2recon'
+)
+
+
+def test_a_pickle_undecodable_before_its_memo_opcodes_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(FUZZ_MEMO_AFTER_UNDECODABLE)
+    with pytest.raises(FormatError, match="data_batch_1"):
+        load_restricted(path)
