@@ -27,8 +27,9 @@ def load(path: Path) -> list[dict]:
         if not line.strip():
             continue
         row = json.loads(line)
-        detail = tuple(sorted((k, str(v)) for k, v in row.items() if k not in ("outcome", "time")))
-        rows[detail if row["category"] != "race" else (number,)] = row
+        # One scenario per test id (a rerun of it replaces the earlier outcome); every race repeat counts.
+        key = (row["category"], row.get("test"), row.get("name"), row.get("target"))
+        rows[key if row["category"] != "race" else (number,)] = row
     return list(rows.values())
 
 
