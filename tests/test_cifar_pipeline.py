@@ -235,34 +235,11 @@ def test_plain_luigi_command_runs_the_same_tasks(tmp_path: Path) -> None:
     assert "ChecksumError" in bad.stderr
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_central_luigid_with_two_workers(tmp_path: Path) -> None:
-    archive, _ = make_archive(tmp_path / "src", n_train=100, n_test=20)
-    port = free_port()
-    (tmp_path / "luigid-logs").mkdir()
-    luigid = subprocess.Popen([str(Path(sys.executable).with_name("luigid")), "--address", "127.0.0.1", "--port",
-                               str(port), "--state-path", str(tmp_path / "luigid.pickle"), "--logdir",
-                               str(tmp_path / "luigid-logs")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 30
-        import urllib.request
+    from tests.helpers.processes import luigid
 
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/graph", timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
+    archive, _ = make_archive(tmp_path / "src", n_train=100, n_test=20)
+    with luigid(tmp_path) as url:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "cifar10", "--source", str(archive),
                                  "--until", "tfrecords", "--artifacts", str(tmp_path / "artifacts"),
@@ -270,9 +247,6 @@ def test_central_luigid_with_two_workers(tmp_path: Path) -> None:
                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         assert len(stage_dirs(tmp_path / "artifacts", "tfrecords")) == 1
-    finally:
-        luigid.terminate()
-        luigid.wait(timeout=30)
 
 
 def test_cifar10_trains_evaluates_freezes_and_predicts_fixture_jpegs(

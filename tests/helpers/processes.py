@@ -93,7 +93,9 @@ def luigid(workdir: Path, config: Path | None = None, timeout_s: float = 30) -> 
                 urllib.request.urlopen(f"{url}/api/graph", timeout=1).close()
                 break
             except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
+                if process.poll() is not None:
+                    raise RuntimeError(f"luigid exited with {process.returncode} before answering") from None
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
         yield url

@@ -305,14 +305,21 @@ FUZZ_MEMO_INDEX = (
 MEMO_RSS_LIMIT_MB = 512
 
 
+def run_child(code: str, *, address_space_mb: int | None = None) -> subprocess.CompletedProcess:
+    """``code`` in a fresh Python in the repository (bounded by a timeout), optionally under an address-space
+    limit, so that a reader's huge allocation fails there instead of in the test process."""
+    if address_space_mb is not None:
+        code = (f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({address_space_mb} << 20, "
+                f"{address_space_mb} << 20))\n" + code)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
 def test_huge_memo_index_is_refused(tmp_path: Path) -> None:
-    """The outcome is the named error, in a child under a 1.5 GB address-space limit: there the memo growth fails
-    at once (MemoryError, turned into FormatError); without the limit it first zero-fills 2.3 GB (next test)."""
+    """The outcome is the named error, in a child under a 1.5 GB address-space limit (the memo scan refuses the
+    index before the unpickler grows its memo; the next test checks the memory without a limit)."""
     path = tmp_path / "batches.meta"
     path.write_bytes(FUZZ_MEMO_INDEX)
     child = textwrap.dedent(f"""
-        import resource
-        resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
         from tasks.formats.errors import FormatError
         from tasks.formats.safe_pickle import load_restricted
         try:
@@ -320,18 +327,16 @@ def test_huge_memo_index_is_refused(tmp_path: Path) -> None:
         except FormatError as exc:
             print("FormatError", exc.path)
     """)
-    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=REPO, check=False,
-                          timeout=120)
+    done = run_child(child, address_space_mb=1536)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["FormatError", str(path)]
 
 
-@pytest.mark.slow  # touches ~2.3 GB of memory in a child process
+@pytest.mark.slow  # a child process that zero-filled 2.3 GB before the memo scan
 def test_huge_memo_index_does_not_allocate_gigabytes(tmp_path: Path) -> None:
     path = tmp_path / "batches.meta"
     path.write_bytes(FUZZ_MEMO_INDEX)
     child = textwrap.dedent(f"""
-        import resource, sys
         from tasks.formats.safe_pickle import load_restricted
         try:
             load_restricted({str(path)!r})
@@ -341,8 +346,8 @@ def test_huge_memo_index_does_not_allocate_gigabytes(tmp_path: Path) -> None:
         high = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
         print(int(high.split()[1]) // 1024)
     """)
-    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=REPO, check=True,
-                          timeout=120)
+    done = run_child(child)
+    assert done.returncode == 0, done.stderr[-2000:]
     peak_mb = int(done.stdout.strip().splitlines()[-1])
     assert peak_mb < MEMO_RSS_LIMIT_MB, f"loading a {len(FUZZ_MEMO_INDEX)}-byte pickle peaked at {peak_mb} MB"
 
@@ -357,8 +362,6 @@ def test_idx_dimensions_claiming_more_than_the_file_are_refused_before_reading(t
     path = tmp_path / "lying-idx1-ubyte"
     path.write_bytes(bytes((0, 0, 8, 1)) + struct.pack(">I", 3 << 30))
     child = textwrap.dedent(f"""
-        import resource
-        resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
         from tasks.formats.errors import IdxFormatError
         from tasks.formats.idx import read_idx
         try:
@@ -366,8 +369,7 @@ def test_idx_dimensions_claiming_more_than_the_file_are_refused_before_reading(t
         except IdxFormatError as exc:
             print("IdxFormatError", exc.offset)
     """)
-    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=REPO, check=False,
-                          timeout=120)
+    done = run_child(child, address_space_mb=1536)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["IdxFormatError", "8"]
 

@@ -27,12 +27,10 @@ import json
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
 import time
-import urllib.request
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -45,6 +43,7 @@ import pytest
 from tasks import store
 from tasks.formats.cifar import CIFAR10
 from tests.fakes.cifar import write_cifar_archive
+from tests.helpers.processes import luigid as start_luigid
 from tests.reliability.conftest import Record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,45 +86,11 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"luigid exited with {process.returncode} before answering") from None
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def luigid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One central scheduler on a free loopback port for every repeat of the module; stopped at the end."""
-    state = tmp_path_factory.mktemp("luigid")
-    port = free_port()
-    command = [str(Path(sys.executable).with_name("luigid")), "--address", "127.0.0.1", "--port", str(port),
-               "--state-path", str(state / "state.pickle"), "--logdir", str(state)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/api/graph", process, LUIGID_START_TIMEOUT_S)
+    with start_luigid(tmp_path_factory.mktemp("luigid"), timeout_s=LUIGID_START_TIMEOUT_S) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 # ---- running the rivals -------------------------------------------------------------------------------------
