@@ -394,7 +394,7 @@ def cmd_cluster_member(args: argparse.Namespace) -> int:
         return 0
     try:
         join_cluster(train, args.timeout, log=lambda line: print(line, flush=True))
-    except (ClusterError, RuntimeError) as error:
+    except RuntimeError as error:  # ClusterError, TrainingDivergedError, a dead training process
         print(f"tfpipe: error: {type(error).__name__}: {error}", file=sys.stderr)
         return luigi.retcodes.retcode().task_failed
     return 0

@@ -332,7 +332,7 @@ def join_cluster(train: Train, timeout_s: float, log: Any = print) -> dict[str, 
     directory = train.rendezvous()
     log(f"{members.me.name}: waiting for the chief ({members.chief.name}) in {directory}")
     if train.strategy == "multi_worker":
-        run = rendezvous.join(directory, members, timeout_s)
+        rendezvous.join(directory, members, timeout_s)
         info = load_dataset_info(train.input_dir("examples"))
         import tensorflow as tf
 

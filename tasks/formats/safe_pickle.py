@@ -177,30 +177,57 @@ def _load_from_stream(fileobj: IO[bytes], where: str) -> Any:
     return result
 
 
-MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+# Each opcode's byte -> (name, argument size): a byte count, or one of pickletools' markers for an argument up to a
+# newline or taken from a 1-, 4- (signed or not) or 8-byte length before it; 0 for no argument.
+_OPCODE_ARGUMENTS = {ord(op.code): (op.name, 0 if op.arg is None else op.arg.n) for op in pickletools.opcodes}
+_LENGTH_PREFIXES = {pickletools.TAKEN_FROM_ARGUMENT1: ("<B", 1), pickletools.TAKEN_FROM_ARGUMENT4: ("<i", 4),
+                    pickletools.TAKEN_FROM_ARGUMENT4U: ("<I", 4), pickletools.TAKEN_FROM_ARGUMENT8U: ("<Q", 8)}
+_TWO_LINES = frozenset({"GLOBAL", "INST"})  # module and name, each up to a newline
 
 
 def _check_memo_indices(stream: IO[bytes], where: str) -> None:
     """Refuse a memo index no real pickle has: CPython's unpickler grows its memo table to twice an index
     before storing at it, so a 5-byte LONG_BINPUT of 4e9 zero-fills gigabytes (found by bench/fuzz). Pickles
-    number their memo entries from 0 up, one per PUT or MEMOIZE, so an index is below the opcodes read so far."""
-    count = 0
-    while True:
-        offset = stream.tell()
-        code = stream.read(1)
-        opcode = pickletools.code2op.get(code.decode("latin-1")) if code else None
-        if opcode is None or opcode.name == "STOP":
-            return  # the end, or an unknown opcode: the unpickler itself names the first error it meets
-        argument = None
-        if opcode.arg is not None:
-            try:
-                argument = opcode.arg.reader(stream)
-            except UnicodeDecodeError:
-                pass  # read past, only not text: the unpickler may take it as bytes (Python 2 strings)
-            except (ValueError, EOFError, MemoryError, struct.error, OverflowError):
+    number their memo entries from 0 up, one per PUT or MEMOIZE, so an index is below the opcodes read so far.
+
+    A walk over the opcodes that only skips their arguments (pickletools.genops would build every string and
+    bytes object: slower than the load itself). It stops quietly at the end, at STOP, at an unknown opcode or an
+    argument running past the end: the unpickler itself names those."""
+    data = stream.read()
+    position, count = 0, 0
+    while position < len(data):
+        offset = position
+        name, size = _OPCODE_ARGUMENTS.get(data[position], ("", None))
+        position += 1
+        if size is None or name == "STOP":
+            return
+        index = None
+        if size == pickletools.UP_TO_NEWLINE:
+            for _ in range(2 if name in _TWO_LINES else 1):
+                end = data.find(b"\n", position)
+                if end < 0:
+                    return
+                line, position = data[position:end], end + 1
+            if name == "PUT":
+                if not line.strip().isdigit():
+                    return
+                index = int(line)
+        elif size in _LENGTH_PREFIXES:
+            layout, width = _LENGTH_PREFIXES[size]
+            if position + width > len(data):
                 return
-        if opcode.name in MEMO_PUTS and argument is not None and int(argument) > count:
-            raise FormatError(f"malformed pickle: memo index {argument} at opcode {count} (no pickle has one so "
+            (length,) = struct.unpack_from(layout, data, position)
+            if length < 0:
+                return
+            position += width + length
+        else:
+            if name in ("BINPUT", "LONG_BINPUT") and position + size <= len(data):
+                index = int.from_bytes(data[position:position + size], "little")
+            position += size
+        if position > len(data):
+            return
+        if index is not None and index > count:
+            raise FormatError(f"malformed pickle: memo index {index} at opcode {count} (no pickle has one so "
                               "high)", path=where, offset=offset)
         count += 1
 

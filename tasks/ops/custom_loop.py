@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import time
 from collections.abc import Callable
@@ -33,7 +34,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tasks.ops.training import TrainConfig, TrainingDivergedError, make_optimizer
+from tasks.ops.training import (
+    TrainConfig,
+    TrainingDivergedError,
+    history_lines_before,
+    make_optimizer,
+    replace_history,
+)
 
 HISTORY_COLUMNS = ("epoch", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss")
 
@@ -209,17 +216,10 @@ class CustomLoop:
     def _write_history(self, row: dict[str, float]) -> None:
         """Rows of earlier epochs are kept; a row for this epoch (after a resume) is replaced."""
         path = self.work_dir / "history.csv"
-        rows = []
-        if path.exists():
-            with open(path, newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < row["epoch"]]
-        rows.append({key: row[key] for key in HISTORY_COLUMNS})
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        temporary.replace(path)
+        lines = history_lines_before(path, int(row["epoch"])) or [",".join(HISTORY_COLUMNS) + "\r\n"]
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=HISTORY_COLUMNS).writerow({key: row[key] for key in HISTORY_COLUMNS})
+        replace_history(path, [*lines, text.getvalue()])
 
     def _write_scalars(self, writers: dict[str, Any], epoch: int, row: dict[str, float]) -> None:
         """The scalars ``fit``'s TensorBoard callback writes, under the same names and runs."""

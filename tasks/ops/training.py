@@ -278,19 +278,30 @@ def fit(
                      steps_per_epoch=batches_per_epoch(config))
 
 
+def history_lines_before(history: Path, epoch: int) -> list[str]:
+    """The header and the rows of the epochs before ``epoch`` of a ``history.csv`` (epoch first, as CSVLogger
+    writes it); none when there is no file."""
+    if not history.exists():
+        return []
+    lines = history.read_text().splitlines(keepends=True)
+    return lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) < epoch]
+
+
+def replace_history(history: Path, lines: Sequence[str]) -> None:
+    """``history`` becomes ``lines`` at once (a temporary file renamed over it)."""
+    temporary = history.with_suffix(".tmp")
+    temporary.write_text("".join(lines))
+    temporary.replace(history)
+
+
 def forget_epochs_from(work_dir: Path, first_epoch: int) -> None:
     """What a killed run logged of the epochs a resumed run does again: their history rows (CSVLogger appends)
     and, when it starts over, its TensorBoard logs."""
     history = work_dir / "history.csv"
-    if history.exists():
-        lines = history.read_text().splitlines(keepends=True)
-        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) < first_epoch]
-        if first_epoch == 0:
-            history.unlink()
-        elif len(kept) != len(lines):
-            temporary = history.with_suffix(".tmp")
-            temporary.write_text("".join(kept))
-            temporary.replace(history)
+    if first_epoch == 0:
+        history.unlink(missing_ok=True)
+    elif history.exists():
+        replace_history(history, history_lines_before(history, first_epoch))
     if first_epoch == 0:
         shutil.rmtree(work_dir / "tensorboard", ignore_errors=True)
 
