@@ -7,6 +7,7 @@ for multi-head tasks such as captchas.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import keras
@@ -47,4 +48,13 @@ def build_model(
     return builder(input_shape=tuple(input_shape), num_classes=num_classes, num_heads=num_heads, **hparams)
 
 
-__all__ = ["INPUT_NAME", "MODEL_BUILDERS", "OUTPUT_NAME", "build_model", "classification_head"]
+def load_trained_model(path: str | os.PathLike[str]) -> keras.Model:
+    """A ``.keras`` model file as Train writes it, uncompiled. A model composed with a backbone holds tfpipe's
+    own layers, which Keras finds only once their module is imported: any process may load it, not only the one
+    that built it."""
+    import models.backbones  # noqa: F401 - registers ChannelAdapter, ApplicationPreprocess, FrozenGraphFeatures
+
+    return keras.models.load_model(path, compile=False)
+
+
+__all__ = ["INPUT_NAME", "MODEL_BUILDERS", "OUTPUT_NAME", "build_model", "classification_head", "load_trained_model"]

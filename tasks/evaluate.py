@@ -45,8 +45,7 @@ class Evaluate(ArtifactTask):
     batch_size = luigi.IntParameter(default=256, significant=False)
 
     def build(self, out_dir: Path) -> dict[str, Any]:
-        import keras
-
+        from models import load_trained_model
         from tasks.formats.tfrecord import read_labels_txt
         from tasks.ops.report import (
             MetricsAccumulator,
@@ -61,7 +60,7 @@ class Evaluate(ArtifactTask):
         class_names = read_labels_txt(shards / "labels.txt")
         info = load_dataset_info(shards)
         total = info.count(self.split)
-        model = keras.models.load_model(trained / MODEL_FILE, compile=False)
+        model = load_trained_model(trained / MODEL_FILE)
         # Streamed batch by batch: memory is one batch plus the confusion matrix, whatever the split's size.
         accumulator = MetricsAccumulator(class_names, top_k=self.top_k, num_heads=info.num_heads)
         wrong = MisclassifiedSample()

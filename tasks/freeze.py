@@ -27,20 +27,21 @@ class Freeze(ArtifactTask):
     verify_images = luigi.IntParameter(default=32, description="held-out images compared after reload")
 
     def build(self, out_dir: Path) -> dict[str, Any]:
-        import keras
-
+        from models import load_trained_model
         from tasks.formats.tfrecord import read_labels_txt
-        from tasks.ops.freeze import export_serving_model, verify_exported
+        from tasks.ops.freeze import ExportJob, export_model_file, verify_exported
+        from tasks.ops.fresh_process import run_in_fresh_process
         from tasks.ops.shards import encode_image, load_dataset_info, load_split_arrays
 
         shards, trained = self.input_dir("examples"), self.input_dir("model")
         info = load_dataset_info(shards)
         image_shape = info.image_shape
-        # Dropout's seed-generator state is a variable of the SavedModel: seeded, a rebuild gives the same bytes.
-        keras.utils.set_random_seed(0)
-        model = keras.models.load_model(trained / MODEL_FILE, compile=False)
-        export_serving_model(model, out_dir, image_shape=image_shape,
-                             class_names=read_labels_txt(shards / "labels.txt"), top_k=self.top_k)
+        self.set_status_message("exporting the SavedModel and the frozen graph")
+        # In a fresh process: the export's bytes then do not depend on what this worker built before.
+        run_in_fresh_process(export_model_file, ExportJob(
+            model_file=trained / MODEL_FILE, out_dir=out_dir, image_shape=image_shape,
+            class_names=tuple(read_labels_txt(shards / "labels.txt")), top_k=self.top_k))
+        model = load_trained_model(trained / MODEL_FILE)
         split = "test" if "test" in info.splits else "validation"
         held_out, _ = load_split_arrays(shards, split, limit=self.verify_images)
         encoded = [encode_image(image, "png") for image in held_out]

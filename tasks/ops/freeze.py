@@ -205,6 +205,35 @@ def export_serving_model(
     return info
 
 
+@dataclass(frozen=True)
+class ExportJob:
+    """`export_model_file`'s argument: what `export_serving_model` needs, with the model as a file."""
+
+    model_file: Path
+    out_dir: Path
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    top_k: int
+
+
+def export_model_file(job: ExportJob, report: Any = None) -> FreezeInfo:
+    """`export_serving_model` of the Keras model saved in ``job.model_file``.
+
+    Meant for a process of its own (`tasks.ops.fresh_process.run_in_fresh_process`, which passes ``report``):
+    the SavedModel records names TensorFlow and Keras number per process (traced functions, seed generators),
+    so only an export in a fresh process writes the same bytes whatever ran before it. Keras is seeded before
+    loading because Dropout's seed-generator states are saved as variables.
+    """
+    import keras
+
+    from models import load_trained_model
+
+    keras.utils.set_random_seed(0)
+    model = load_trained_model(job.model_file)
+    return export_serving_model(model, job.out_dir, image_shape=job.image_shape,
+                                class_names=list(job.class_names), top_k=job.top_k)
+
+
 def _checked_image_shape(image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     if len(image_shape) != 3 or image_shape[2] not in (1, 3) or min(image_shape[:2]) < 1:
         raise ValueError(f"image_shape must be (H, W, C) with C in (1, 3), got {image_shape!r}")

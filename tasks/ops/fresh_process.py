@@ -71,7 +71,7 @@ def run_in_fresh_process(function: Callable[[Any, Report], Any], argument: Any,
             except queue.Empty:
                 if not child.is_alive():
                     child.join()
-                    raise ChildProcessDied(f"the training process {child.pid} ended with exit code "
+                    raise ChildProcessDied(f"the child process {child.pid} ended with exit code "
                                            f"{child.exitcode} and no result") from None
                 continue
             if kind == "report":

@@ -38,7 +38,8 @@ from tasks.ops.backbone_spec import (  # noqa: E402
     keras_application,
     parse_backbone,
 )
-from tasks.ops.freeze import export_serving_model, verify_exported  # noqa: E402
+from tasks.ops.freeze import ExportJob, export_model_file, export_serving_model, verify_exported  # noqa: E402
+from tasks.ops.fresh_process import run_in_fresh_process  # noqa: E402
 from tests.fakes.backbones import (  # noqa: E402
     FEATURE_LAYER,
     batch_norm_only_graph_def,
@@ -524,3 +525,28 @@ def test_features_inside_a_nested_head_with_a_hidden_layer(files: dict[str, Path
     expected = np.asarray(keras.Model(head_input, hidden)(backbone(images)))
     assert width_of(features) == 5
     np.testing.assert_allclose(np.asarray(features(images)), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_composed_model_exports_the_same_bytes_from_fresh_processes(files: dict[str, Path], tmp_path: Path) -> None:
+    """Freeze exports in a process of its own, which never imported ``models.backbones`` (nor may an Evaluate
+    rerun alone): a model composed with a graph backbone must load there, and two exports give the same bytes."""
+    shape = (20, 24, 3)
+    backbone = load_backbone(parse_backbone(str(files["graph"])), shape)
+    head_input = keras.Input((width_of(backbone),))
+    head = keras.Model(head_input, classification_head(head_input, num_classes=3, dropout=0.5), name="head")
+    model = keras.Model(backbone.inputs[0], head(backbone.outputs[0]))
+    model.save(tmp_path / "model.keras")
+
+    exports = []
+    for name in ("first", "second"):
+        job = ExportJob(model_file=tmp_path / "model.keras", out_dir=tmp_path / name, image_shape=shape,
+                        class_names=("a", "b", "c"), top_k=2)
+        run_in_fresh_process(export_model_file, job)
+        exports.append(job.out_dir)
+
+    # frozen_graph.pb is left out: TensorFlow's control-flow lowering adds a varying number of placeholders.
+    for rel in ("saved_model/saved_model.pb", "saved_model/variables/variables.data-00000-of-00001",
+                "saved_model/variables/variables.index", "frozen_graph.json", "labels.txt"):
+        assert (exports[0] / rel).read_bytes() == (exports[1] / rel).read_bytes(), rel
+    images = pixels(4, shape, seed=2)
+    assert verify_exported(exports[0], model, [png(image) for image in images], image_shape=shape) <= 1e-5

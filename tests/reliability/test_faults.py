@@ -435,12 +435,10 @@ def test_luigid_killed_and_restarted_mid_stage(stage: str, references: Reference
 
 @pytest.mark.slow
 def test_freeze_rebuilt_alone_gives_the_same_saved_model_bytes(references: References, tmp_path: Path) -> None:
-    """KNOWN BUG (fails): a freeze rebuilt in its own process (after a kill, or any rerun of freeze alone) writes a
-    SavedModel whose bytes differ from the uninterrupted run's. The dropout layers' Keras seed-generator states
-    are saved as variables and take random values in a process that did not seed Keras (in a full run, Train's
-    ``keras.utils.set_random_seed`` seeded it). Inference is unaffected (the fault matrix compares every weight
-    and the frozen graph, leaving those states out); byte-for-byte, the stage is not reproducible.
-    Fix: ``keras.utils.set_random_seed(0)`` just before ``keras.models.load_model`` in ``Freeze.build``."""
+    """A freeze rebuilt in a process of its own (after a kill, or any rerun of freeze alone) writes the SavedModel
+    of the uninterrupted run byte for byte. The SavedModel records names TensorFlow numbers per process (traced
+    functions) and Keras too (seed generators, whose states are also variables): Freeze exports in a fresh,
+    seeded process so that they do not depend on what the worker built before."""
     reference = references.get("mnist")
     root = tmp_path / "artifacts"
     copy_without(reference, root, "freeze")

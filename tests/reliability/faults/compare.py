@@ -10,10 +10,8 @@ Files that differ between two uninterrupted runs of the same code on the same in
 adds a varying number of ``unused_control_flow_input*`` placeholders, with varying shapes), and a published
 version's ``publish.json`` (``published_at``).
 
-Not reproducible across processes (a bug, test_faults.py::test_freeze_rebuilt_alone_gives_the_same_saved_model_bytes):
-the freeze stage's SavedModel (``variables.*``, ``saved_model.pb``, ``fingerprint.pb``): dropout's Keras
-seed-generator states are saved as variables and are random in a process that did not seed Keras. Its weights
-are compared one by one without those states, and the frozen graph (the same function) as above.
+The freeze stage's SavedModel (``saved_model.pb``, ``variables/*``) is compared byte for byte: Freeze exports
+in a fresh process, so names TensorFlow and Keras number per process do not depend on what ran before it.
 """
 
 from __future__ import annotations
@@ -204,45 +202,8 @@ def same_published_record(a: Path, b: Path) -> list[str]:
     return [] if left == right else [f"{b.name}: {left} != {right}"]
 
 
-def seed_state_indices(model_file: Path) -> set[int]:
-    """Indices in ``model.variables`` of Keras seed-generator states (dropout's): the SavedModel stores them as
-    ``model_variables/<i>``, and a process that did not seed Keras gives them random values (see the report)."""
-    import keras
-
-    model = keras.saving.load_model(model_file, compile=False)
-    return {i for i, variable in enumerate(model.variables) if "seed_generator" in variable.path}
-
-
-def same_saved_variables(a: Path, b: Path) -> list[str]:
-    """A SavedModel's variables by name and value: every weight equal; Keras seed-generator states and the
-    checkpoint's object graph (which differ when the states do) left out."""
-    import numpy as np
-    import tensorflow as tf
-
-    prefix_a, prefix_b = str(a.with_name("variables")), str(b.with_name("variables"))
-    names = [name for name, _ in tf.train.list_variables(prefix_a)]
-    if names != [name for name, _ in tf.train.list_variables(prefix_b)]:
-        return [f"{b.name}: variable names differ"]
-    skipped = {f"model_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"
-               for i in seed_state_indices(a.parents[2] / "model.keras")} | {"_CHECKPOINTABLE_OBJECT_GRAPH"}
-    return [f"{b.name}: {name} differs" for name in names if name not in skipped
-            and not np.array_equal(tf.train.load_variable(prefix_a, name), tf.train.load_variable(prefix_b, name))]
-
-
-def not_compared(a: Path, b: Path) -> list[str]:
-    """Files compared through another one: ``variables.index`` with ``variables.data`` (same_saved_variables);
-    ``saved_model.pb`` and ``fingerprint.pb`` (hashes of it and of the checkpoint), whose bytes follow the seed
-    states too, by the frozen graph that serves the same function (same_graph)."""
-    return []
-
-
 def comparator(rel: str) -> Callable[[Path, Path], list[str]]:
     name = rel.rpartition("/")[2]
-    if rel.endswith("saved_model/variables/variables.data-00000-of-00001"):
-        return same_saved_variables
-    if rel.endswith(("saved_model/variables/variables.index", "saved_model/saved_model.pb",
-                     "saved_model/fingerprint.pb")):
-        return not_compared
     if name == MANIFEST_NAME:
         return same_manifest
     if name.endswith(".keras"):
