@@ -244,9 +244,8 @@ def test_codecs_encode_latin1_still_gives_bytes() -> None:
 
 def test_build_cannot_rewrite_numpys_frombuffer() -> None:
     """Was: BUILD with a slot state set ``numpy._core.numeric._frombuffer.__defaults__`` for the whole process."""
-    from tasks.formats.safe_pickle import _numpy_private
+    from numpy._core.numeric import _frombuffer as frombuffer
 
-    frombuffer = _numpy_private("numeric", "_frombuffer")
     defaults = frombuffer.__defaults__
     # GLOBAL _frombuffer, (None, {'__defaults__': (1,)}), BUILD, POP, EMPTY_DICT, STOP
     hostile = b"\x80\x02cnumpy._core.numeric\n_frombuffer\nN}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b0}."
@@ -256,10 +255,11 @@ def test_build_cannot_rewrite_numpys_frombuffer() -> None:
 
 
 def test_array_larger_than_the_pickle_is_refused() -> None:
-    """Found probing the allow-list (np.ndarray as a REDUCE callable): 28 bytes returned a 16 GB uninitialised array."""
+    """Found probing the allow-list (np.ndarray as a REDUCE callable): 28 bytes returned a 16 GB uninitialised
+    array. numpy.ndarray is now only an argument of _reconstruct: calling it is refused before anything is made."""
     shape = (2 * 10**9).to_bytes(5, "little")
     hostile = b"\x80\x02cnumpy\nndarray\n\x8a\x05" + shape + b"\x85\x85R."  # ndarray((2e9,)) of float64
-    with pytest.raises(UnsafePickleError, match="cannot have come from the file") as caught:
+    with pytest.raises(UnsafePickleError, match="calls numpy.ndarray directly") as caught:
         load_restricted(io.BytesIO(hostile), path_for_errors="x.pkl")
     assert caught.value.path == "x.pkl"
 
@@ -292,6 +292,38 @@ def test_forged_dtype_flags_are_refused_and_leave_nothing_to_blow_up(flags: int)
     del caught
     gc.collect()  # a forged array still alive would raise RuntimeError here, on being freed
     assert np.zeros(3, np.uint8).sum() == 0
+
+
+def test_a_forged_dtype_is_refused_even_on_an_array_the_pickle_throws_away() -> None:
+    """From atheris (target safe_pickle: crashes that did not reproduce alone, and "deallocated bytearray object
+    has exported buffers"): a dtype whose BUILD flags say it holds objects made numpy decref the array's bytes
+    as pointers when the array was freed, and an array the pickle POPs never reached the check of the result.
+    Dtype states are now checked when BUILD applies them, before any array is made."""
+    popped_then_list = _array_with_dtype_flags(1)[:-1] + b"0]."  # ... BUILD, POP, EMPTY_LIST, STOP
+    with pytest.raises(FormatError, match="state"):
+        load_restricted(io.BytesIO(popped_then_list), path_for_errors="x.pkl")
+
+
+def test_build_twice_on_one_array_is_refused() -> None:
+    """numpy's own ``ndarray.__setstate__`` lets a second BUILD swap an array's shape, dtype and memory."""
+    once = _array_with_dtype_flags(0)
+    state = once[once.index(b"(K\x01K\x04"):-1]  # the array's BUILD state and the BUILD opcode
+    with pytest.raises(FormatError, match="already has its data"):
+        load_restricted(io.BytesIO(once[:-1] + state + b"."), path_for_errors="x.pkl")
+
+
+def test_a_bytearray_under_an_array_is_copied_before_the_pickle_can_resize_it() -> None:
+    """Protocol 5 writes an array in band as _frombuffer(bytearray, ...); the pickle still holds the bytearray
+    and can APPENDS to it (bytearray.extend), which numpy memory sharing would turn into a BufferError."""
+    import pickle
+
+    array = np.arange(4, dtype=np.uint8)
+    body = pickle.dumps(array, protocol=5)
+    assert b"\x96" in body  # BYTEARRAY8: in-band data
+    # The array, then the bytearray again (memo 3 in this layout), extended by APPENDS, in a tuple with the array.
+    hostile = body[:2] + body[11:-1] + b"h\x03(K\x05e\x86."  # without its FRAME, so that opcodes can follow
+    with pytest.raises(UnsafePickleError, match="bytearray"):
+        load_restricted(io.BytesIO(hostile), path_for_errors="x.pkl")
 
 
 # From atheris (target safe_pickle, an oom-* input): LONG_BINPUT 175726962 in a 266-byte batches.meta variant.
@@ -350,6 +382,46 @@ def test_huge_memo_index_does_not_allocate_gigabytes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     peak_mb = int(done.stdout.strip().splitlines()[-1])
     assert peak_mb < MEMO_RSS_LIMIT_MB, f"loading a {len(FUZZ_MEMO_INDEX)}-byte pickle peaked at {peak_mb} MB"
+
+
+# From atheris (target safe_pickle, an oom-* input that reproduced alone after the stand-ins): a FRAME inside a
+# frame. CPython's C unpickler then reads the next frame from the file, drops the rest of the current one and runs
+# opcodes a linear walk never sees; the 267 bytes peaked at 10 GB.
+FUZZ_NESTED_FRAME = (
+    b'\x80\x05\x95|\x00\x00\x00\x00\x00\x00\x00\x8c\x13numpy._core.numeric\x94\x8c\x0b_frombuffer\x94\x93'
+    b'\x94(\x96\x06\x00\x00\x00\x00\x00\x00\x00\x00\x01\x01\x01\x01\x01\x94\x8c\x05numpy\x94\x8c\x05dtype\x94\x93\x94\x8c\x02b0\x94\x89\x80\x05\x95|\x00\x00'
+    b'\x00\x00\x00\x00\x00\x8c\x13numpy._core.numeric\x94\x8c\x0b_frombuffer\x94\x93\x94(\x96\x06\x00\x00'
+    b'\x00\x00\x00\x00\x00\x00\x01\x01\x01\x01\x01\x94\x8c\x05numpy\x94\x8c\x05dtype\x94\x93\x94\x8c\x02b0\x94\x89\x88\x87\x94R\x94(K\x03\x8c\x01|\x94'
+    b'NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t\x94bK\x02K\x03\x86\x94\x8c\x01C\x94t\x94\x88\x87\x94R\x94(K\x03\x8c\x01|\x94NNNJ\xff\xff'
+    b'\xff\xffJ\xff\xff\xff\xffK\x00t\x94bK\x02K\x03\x86\x94\x8c\x01C\x94t\x94R\x94.'
+)
+
+
+def test_a_frame_inside_a_frame_is_refused_before_the_unpickler_runs(tmp_path: Path) -> None:
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(FUZZ_NESTED_FRAME)
+    child = textwrap.dedent(f"""
+        from tasks.formats.errors import FormatError
+        from tasks.formats.safe_pickle import load_restricted
+        try:
+            load_restricted({str(path)!r})
+        except FormatError as exc:
+            print(exc.offset, exc)
+    """)
+    done = run_child(child, address_space_mb=1536)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("92 ") and "a new frame inside the frame" in done.stdout, done.stdout
+
+
+def test_an_opcode_running_past_its_frame_is_refused() -> None:
+    """The other way the C unpickler leaves a linear walk behind: an argument that crosses the frame's end."""
+    import pickle
+
+    body = pickle.dumps("abcdef", protocol=4)  # PROTO 4, FRAME n, SHORT_BINUNICODE 'abcdef', MEMOIZE, STOP
+    short_frame = body[:3] + (4).to_bytes(8, "little") + body[11:]
+    with pytest.raises(FormatError, match="runs past the end of its frame at offset 15") as caught:
+        load_restricted(io.BytesIO(short_frame), path_for_errors="x.pkl")
+    assert caught.value.offset == 11
 
 
 # ---- idx ---------------------------------------------------------------------------------------------------
