@@ -283,14 +283,16 @@ def history_lines_before(history: Path, epoch: int) -> list[str]:
     writes it); none when there is no file."""
     if not history.exists():
         return []
-    lines = history.read_text().splitlines(keepends=True)
+    with open(history, encoding="utf-8", newline="") as file:  # CSVLogger ends lines with \r\n: keep them
+        lines = file.read().splitlines(keepends=True)
     return lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) < epoch]
 
 
 def replace_history(history: Path, lines: Sequence[str]) -> None:
     """``history`` becomes ``lines`` at once (a temporary file renamed over it)."""
     temporary = history.with_suffix(".tmp")
-    temporary.write_text("".join(lines))
+    with open(temporary, "w", encoding="utf-8", newline="") as file:
+        file.write("".join(lines))
     temporary.replace(history)
 
 
