@@ -100,6 +100,20 @@ class _Latin1Encode(_Refuses):
         return codecs.encode(text, "latin1")
 
 
+class _EmptyBytes(_Refuses):
+    """``bytes()``: how Python 3's protocol 2 writes ``b''`` (an empty array's data, an empty file name)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "bytes"
+
+    def __call__(self, *args: Any) -> bytes:
+        if args:
+            raise self._refuse(f"bytes called with {len(args)} argument(s); pickles call it only for b''")
+        return b""
+
+
 class _NdarrayClass(_Refuses):
     """``numpy.ndarray`` as a pickle names it: only ever the first argument of ``_reconstruct``. Called directly
     it would make an uninitialised array of any shape (28 bytes asked for 16 GB; found probing the allow-list)."""
@@ -259,6 +273,8 @@ ALLOWED_GLOBALS: dict[tuple[str, str], type[_Refuses]] = {
     ("numpy", "dtype"): _Dtype,
     # Python 3 writes bytes in protocol 2 as _codecs.encode(str, 'latin1').
     ("_codecs", "encode"): _Latin1Encode,
+    ("__builtin__", "bytes"): _EmptyBytes,
+    ("builtins", "bytes"): _EmptyBytes,
     **{(f"{package}.multiarray", "_reconstruct"): _Reconstruct for package in ("numpy.core", "numpy._core")},
     **{(f"{package}.numeric", "_frombuffer"): _FromBuffer for package in ("numpy.core", "numpy._core")},
 }

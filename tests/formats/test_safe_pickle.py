@@ -53,6 +53,30 @@ def test_round_trip_of_numeric_arrays_and_containers(tmp_path: Path, protocol: i
     assert loaded["nested"] == data["nested"]
 
 
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_arrays_of_every_layout_load_as_numpy_loads_them(protocol: int) -> None:
+    """Fortran order, big-endian (numpy loads it native), bool, float16, 0-d, empty (protocol 2 writes its b''
+    as a ``bytes()`` call), strided and large (numpy keeps a reference to the bytes) arrays."""
+    arrays = [np.asfortranarray(np.arange(12, dtype=np.int32).reshape(3, 4)), np.arange(5, dtype=">f8"),
+              np.array([True, False]), np.arange(4, dtype=np.float16), np.array(7, dtype=np.int64),
+              np.zeros((0, 3), np.uint8), np.arange(6, dtype=np.uint16)[::2],
+              np.arange(3000, dtype=np.uint8).reshape(3, 1000)]
+    for array in arrays:
+        blob = pickle.dumps(array, protocol=protocol)
+        loaded, expected = load_restricted(io.BytesIO(blob)), pickle.loads(blob)
+        assert type(loaded) is np.ndarray
+        assert (loaded.dtype, loaded.shape, loaded.strides) == (expected.dtype, expected.shape, expected.strides)
+        assert loaded.flags.writeable == expected.flags.writeable
+        np.testing.assert_array_equal(loaded, array)
+    assert load_restricted(io.BytesIO(pickle.dumps([b"", b"x"], protocol=2))) == [b"", b"x"]
+
+
+def test_bytes_with_arguments_is_refused() -> None:
+    hostile = b"\x80\x02c__builtin__\nbytes\nK\x05\x85R."  # bytes(5)
+    with pytest.raises(UnsafePickleError, match="bytes called with 1 argument"):
+        load_restricted(io.BytesIO(hostile), path_for_errors="x.pkl")
+
+
 def test_accepts_a_file_object_and_names_it_in_errors(tmp_path: Path) -> None:
     assert load_restricted(io.BytesIO(pickle.dumps([1, 2], protocol=2))) == [1, 2]
     with pytest.raises(FormatError, match="my-source"):
