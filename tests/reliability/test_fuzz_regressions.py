@@ -384,6 +384,31 @@ def test_huge_memo_index_does_not_allocate_gigabytes(tmp_path: Path) -> None:
     assert peak_mb < MEMO_RSS_LIMIT_MB, f"loading a {len(FUZZ_MEMO_INDEX)}-byte pickle peaked at {peak_mb} MB"
 
 
+# From atheris (target safe_pickle, crash-f52ff475 of 2026-12-01): a protocol-5 array whose dtype state is a 6-tuple
+# with an int where numpy expects the subarray. numpy's own dtype.__setstate__ took it and the process died of
+# SIGSEGV (reproduced alone on the code before the stand-ins: exit -11).
+FUZZ_SHORT_DTYPE_STATE = (
+    b'\x80\x05\x95|\x00\x00\x00\x00\x00\x00\x00\x8c\x13numpy._core.numeric\x94\x8c\x0b_frombuffer\x94\x93\x94(\x96\x06\x00\x00\x00\x00'
+    b'\x00\x00\x00\x00\x01\x02\x03\x04\x05\x94\x8c\x05numpy\x94\x8c\x05dtype\x94\x93\x94\x8c\x02u1\x94\x89\x88\x87\x94R\x94(K\x03\x8c\x01|\x94MNNJ\xff\xff\xff\xffJ\xff'
+    b'\xff\xff\xffK\x00t\x94bK\x02K\x03\x86\x94\x8c\x01C\x94t\x94R\x94.'
+)
+
+
+def test_a_dtype_state_numpy_would_crash_on_is_refused_in_a_live_process() -> None:
+    child = textwrap.dedent(f"""
+        import io
+        from tasks.formats.errors import UnsafePickleError
+        from tasks.formats.safe_pickle import load_restricted
+        try:
+            load_restricted(io.BytesIO({FUZZ_SHORT_DTYPE_STATE!r}), path_for_errors="x.pkl")
+        except UnsafePickleError as exc:
+            print(exc)
+    """)
+    done = run_child(child)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert "dtype 'u1' has the state (3, '|', 20046, -1, -1, 0)" in done.stdout, done.stdout
+
+
 # From atheris (target safe_pickle, an oom-* input that reproduced alone after the stand-ins): a FRAME inside a
 # frame. CPython's C unpickler then reads the next frame from the file, drops the rest of the current one and runs
 # opcodes a linear walk never sees; the 267 bytes peaked at 10 GB.
