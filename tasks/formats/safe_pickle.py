@@ -1,17 +1,19 @@
 """A restricted unpickler for data pickles that hold only plain containers and numeric numpy arrays.
 
 CIFAR ships as Python pickles. ``pickle.load`` on a downloaded file runs whatever callable the file names,
-so this module resolves only the handful of globals a numpy array needs and rejects every other one
-before it can be called. After loading, the result is walked and anything that is not a plain container,
-a scalar, bytes/str, or a numeric numpy array is rejected too.
+so this module resolves only the handful of globals a numpy array needs, as stand-ins that check every value
+before numpy sees it, and rejects every other global before it can be called. Before loading, a walk over the
+opcodes refuses what the unpickler would act on before any check could (memo indices, lengths and frames that
+no real pickle has). After loading, the result is walked and anything that is not a plain container, a
+scalar, bytes/str, or a numeric numpy array is rejected too.
 """
 
 from __future__ import annotations
 
 import codecs
 
-# The codecs pickletools decodes opcode arguments with, imported now rather than while a pickle is scanned (the
-# fuzz contract: loading a pickle imports nothing).
+# The codecs the unpickler and ``_codecs.encode`` use, imported now rather than while a pickle loads (the fuzz
+# contract: loading a pickle imports nothing).
 import encodings.ascii  # noqa: F401, E402
 import encodings.latin_1  # noqa: F401, E402
 import encodings.raw_unicode_escape  # noqa: F401, E402
