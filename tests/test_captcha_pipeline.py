@@ -166,6 +166,7 @@ def test_nan_loss_fails_train_and_leaves_no_model(tmp_path: Path, monkeypatch: p
         assert artifact_dirs(root, stage) == [], stage
 
 
+@pytest.mark.slow  # 40 s; fit's resume is also tested on its own in tests/ops/test_custom_loop.py
 def test_killed_training_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     root = tmp_path / "artifacts"
     args = [sys.executable, "-m", "pipelines.cli", "run", "captcha", "--until", "train", "--artifacts", str(root),

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pipelines import cli
 from tests.conftest import REPO
 from tests.fakes.images import write_class_folder
@@ -59,6 +61,7 @@ def test_nightly_sequence(tmp_path: Path, luigi_config, capsys) -> None:
     assert [r["exit_code"] for r in runs][:2] == [0, 0] and runs[1]["stages_ran"] == [] and runs[-1]["exit_code"] == 5
 
 
+@pytest.mark.slow  # 28 s: a whole pipeline run with gc beside it
 def test_gc_during_a_run_removes_nothing_it_uses(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     write_class_folder(photos, {"a": 40, "b": 40}, size=(40, 40), seed=6)
