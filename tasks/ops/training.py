@@ -302,10 +302,9 @@ def forget_epochs_from(work_dir: Path, first_epoch: int) -> None:
     history = work_dir / "history.csv"
     if first_epoch == 0:
         history.unlink(missing_ok=True)
+        shutil.rmtree(work_dir / "tensorboard", ignore_errors=True)
     elif history.exists():
         replace_history(history, history_lines_before(history, first_epoch))
-    if first_epoch == 0:
-        shutil.rmtree(work_dir / "tensorboard", ignore_errors=True)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
