@@ -16,6 +16,7 @@ import numpy as np
 from tasks.ops.examples import pixel_digests
 from tasks.ops.feature_cache import FeatureCache
 from tasks.ops.input_pipeline import AugmentConfig
+from tasks.ops.read_ahead import read_ahead
 from tasks.ops.shards import iter_split_batches
 
 # Computed rows are written to the cache every this many, so a killed extraction keeps most of its work.
@@ -57,23 +58,6 @@ def split_batches(shard_dir: Path, split: str, batch_size: int) -> Iterator[tupl
         yield images, labels, pixel_digests(images)
 
 
-def prefetched(batches: Iterator[tuple[np.ndarray, ...]]) -> Iterator[tuple[np.ndarray, ...]]:
-    """The same batches, read by a tf.data pipeline one batch ahead of the backbone."""
-    import tensorflow as tf
-
-    first = next(batches, None)
-    if first is None:
-        return
-
-    def generator() -> Iterator[tuple[np.ndarray, ...]]:
-        yield first
-        yield from batches
-
-    signature = tuple(tf.TensorSpec((None, *part.shape[1:]), tf.as_dtype(part.dtype)) for part in first)
-    dataset = tf.data.Dataset.from_generator(generator, output_signature=signature).prefetch(2)
-    yield from dataset.as_numpy_iterator()
-
-
 def extract(model: object, batches: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], cache: FeatureCache, *,
             view: int = 0, seed: int = 0, augment: AugmentConfig | None = None,
             progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, ExtractionCounts]:
@@ -88,7 +72,7 @@ def extract(model: object, batches: Iterator[tuple[np.ndarray, np.ndarray, np.nd
     keys_out: list[np.ndarray] = []
     pending_keys: list[np.ndarray] = []
     pending_rows: list[np.ndarray] = []
-    for images, labels, digests in prefetched(batches):
+    for images, labels, digests in read_ahead(batches):
         viewed = augmented_view(images, digests, view, seed, augment)
         found, cached = cache.lookup(digests)
         features = np.empty((len(images), 0), np.float32)
