@@ -4,8 +4,10 @@ end-to-end epoch through the same backbone, and an incremental rerun after addin
 Usage: .venv/bin/python bench/bench_bottleneck.py [--images 512] [--backbone keras:MobileNetV3Small]
                                                   [--size 224] [--repeats 3]
 
-The backbone is a Keras application with ``weights=none`` (speed does not depend on the weights; no
-pretrained weights can be downloaded on these machines). Every measurement is repeated ``--repeats`` times,
+The backbone is any ``--backbone`` form; a Keras application is built with ``weights=none`` (speed does not
+depend on the weights; no pretrained weights can be downloaded on these machines). "Backbone alone, batched"
+is the backbone's own batched calls with nothing else: the most any batched extraction can gain over one call
+per image on this machine. Every measurement is repeated ``--repeats`` times,
 interleaved with its baseline, and the median of the per-repeat ratios is reported.
 """
 
@@ -28,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from models.backbones import load_backbone  # noqa: E402
 from models.heads import build_feature_head, compose  # noqa: E402
-from tasks.ops.backbone_spec import parse_backbone  # noqa: E402
+from tasks.ops.backbone_spec import KERAS_PREFIX, BackboneSpec, parse_backbone  # noqa: E402
 from tasks.ops.examples import pixel_digests  # noqa: E402
 from tasks.ops.feature_cache import FeatureCache  # noqa: E402
 from tasks.ops.features import extract  # noqa: E402
@@ -51,6 +53,11 @@ def one_per_call(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return np.concatenate([model.predict_on_batch(image[None].astype(np.float32) / 255.0) for image in images])
 
 
+def bench_spec(text: str) -> BackboneSpec:
+    """A Keras application without weights (none can be downloaded here); any other form as given."""
+    return parse_backbone(text, weights="none") if text.startswith(KERAS_PREFIX) else parse_backbone(text)
+
+
 def backbone_alone(model: keras.Model, images: np.ndarray, size: int) -> np.ndarray:
     """The backbone's own batched calls and nothing else: the floor under any batched extraction."""
     return np.concatenate([model.predict_on_batch(images[start:start + size].astype(np.float32) / 255.0)
@@ -68,7 +75,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8)
     labels = rng.integers(0, 5, args.images).astype(np.int32)
-    model = load_backbone(parse_backbone(args.backbone, weights="none"), (args.size, args.size, 3))
+    model = load_backbone(bench_spec(args.backbone), (args.size, args.size, 3))
     for traced in (1, args.batch_size, args.images % args.batch_size):  # every batch shape, before the clock
         if traced:
             model.predict_on_batch(images[:traced].astype(np.float32) / 255.0)
@@ -94,7 +101,7 @@ def main() -> None:
             head.fit(cached[:8], labels[:8], verbose=0)  # trace before the clock
             rows["head epoch"].append(timed(lambda h=head, x=cached: h.fit(x, labels, batch_size=args.batch_size,
                                                                             epochs=1, verbose=0)))
-            backbone = load_backbone(parse_backbone(args.backbone, weights="none"), (args.size, args.size, 3),
+            backbone = load_backbone(bench_spec(args.backbone), (args.size, args.size, 3),
                                      trainable_top_layers=10_000)
             whole = compose(backbone, build_feature_head(cached.shape[1], 5))
             whole.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -103,7 +110,8 @@ def main() -> None:
             rows["end-to-end epoch"].append(timed(lambda w=whole, x=pixels: w.fit(
                 x, labels, batch_size=args.batch_size, epochs=1, verbose=0)))
             print(f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in rows.items()), flush=True)
-    print(f"\n{args.images} images {args.size}x{args.size}, {args.backbone} (weights none), "
+    weights = " (weights none)" if args.backbone.startswith(KERAS_PREFIX) else ""
+    print(f"\n{args.images} images {args.size}x{args.size}, {args.backbone}{weights}, "
           f"batch {args.batch_size}\n")
     print("| measurement | seconds per repeat | median |")
     print("|---|---|---:|")
