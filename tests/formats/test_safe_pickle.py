@@ -157,3 +157,35 @@ def test_bom_corrupted_real_meta_is_rejected_with_clear_message() -> None:
     assert "ff fe" in message
     assert "byte offset 0" in message
     assert BOM_META.name in message
+
+
+def _frame_overrun() -> bytes:
+    """A protocol-4 pickle whose first frame is 3 bytes long but holds a 5-byte opcode (BININT)."""
+    return b"\x80\x04\x95" + (3).to_bytes(8, "little") + b"J\x01\x00\x00\x00."
+
+
+def test_a_file_and_a_stream_of_the_same_bytes_are_refused_alike(tmp_path: Path) -> None:
+    # A file is walked through a read-only map, a stream from its bytes: one verdict, one offset.
+    path = tmp_path / "overrun.pkl"
+    path.write_bytes(_frame_overrun())
+    with pytest.raises(FormatError, match="past the end of its frame") as from_file:
+        load_restricted(path)
+    with pytest.raises(FormatError, match="past the end of its frame") as from_stream:
+        load_restricted(io.BytesIO(_frame_overrun()), path_for_errors=str(path))
+    assert from_file.value.offset == from_stream.value.offset == 11
+    assert str(from_file.value) == str(from_stream.value)
+
+
+def test_a_pickle_that_starts_inside_a_file_counts_offsets_from_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "embedded.bin"
+    path.write_bytes(b"header--" + _frame_overrun())
+    with open(path, "rb") as stream:
+        stream.seek(8)
+        with pytest.raises(FormatError, match="past the end of its frame at offset 14") as caught:
+            load_restricted(stream)
+    assert caught.value.offset == 11
+    good = tmp_path / "embedded-good.bin"
+    good.write_bytes(b"header--" + pickle.dumps({b"labels": [3, 1]}, protocol=4))
+    with open(good, "rb") as stream:
+        stream.seek(8)
+        assert load_restricted(stream) == {b"labels": [3, 1]}
