@@ -18,6 +18,7 @@ import atexit
 import codecs
 import gzip
 import io
+import math
 import os
 import shutil
 import stat
@@ -193,16 +194,47 @@ def _gnt_tags(path: Path) -> tuple[list[str], tuple[int, int] | None]:
 
 # ---- restricted unpickler ----------------------------------------------------------------------------------
 def fuzz_safe_pickle(data: bytes) -> None:
-    """``load_restricted`` on the bytes; nothing outside the allow-list may run, be imported or be changed."""
+    """``load_restricted`` on the bytes, as a stream and as a file (which it walks through a memory map): the
+    same outcome both ways, and nothing outside the allow-list may run, be imported or be changed."""
     modules_before = len(sys.modules)
     state_before = _allow_list_state()
+    from_stream, stream_error = _load_pickle(io.BytesIO(data))
+    from_file, file_error = _load_pickle(SCRATCH.write("input.pkl", data))
+    _check_no_escape(modules_before, state_before)
+    if stream_error != file_error:
+        raise ContractViolation(f"a stream and a file of the same bytes differ: {stream_error!r} / {file_error!r}")
+    if not _same_data(from_stream, from_file):
+        raise ContractViolation("a stream and a file of the same bytes loaded different values")
+    check_plain(from_stream, max_array_bytes=len(data))
+
+
+def _load_pickle(source: io.BytesIO | Path) -> tuple[object, str | None]:
+    """(what ``load_restricted`` returned, None) or (None, the text of its named error, which names the file)."""
     try:
-        result = load_restricted(io.BytesIO(data), path_for_errors=PICKLE_NAME)
+        return load_restricted(source, path_for_errors=PICKLE_NAME), None
     except FormatError as exc:
         check_names(exc, PICKLE_NAME)
-        result = None
-    _check_no_escape(modules_before, state_before)
-    check_plain(result, max_array_bytes=len(data))
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _same_data(left: object, right: object, seen: set[tuple[int, int]] | None = None) -> bool:
+    """Equal loaded values (arrays by dtype, shape and bytes; NaN equal to NaN); a container that holds itself
+    is compared once."""
+    seen = set() if seen is None else seen
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, np.ndarray):
+        return left.dtype == right.dtype and left.shape == right.shape and left.tobytes() == right.tobytes()
+    if isinstance(left, (list, tuple, dict)):
+        if (id(left), id(right)) in seen:
+            return True
+        seen.add((id(left), id(right)))
+        if isinstance(left, dict):
+            return left.keys() == right.keys() and all(_same_data(left[k], right[k], seen) for k in left)
+        return len(left) == len(right) and all(_same_data(a, b, seen) for a, b in zip(left, right, strict=True))
+    if isinstance(left, float) and math.isnan(left):
+        return math.isnan(right)
+    return left == right
 
 
 def _allow_list_state() -> tuple[object, ...]:
