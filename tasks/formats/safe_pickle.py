@@ -438,6 +438,7 @@ def _check_opcode_arguments(data: bytes | mmap.mmap, base: int, where: str) -> N
                 line, position = data[position:end], end + 1
             if name == "PUT":
                 if not line.strip().isdigit():
+                    _check_inside_frame(where, name, offset - base, position, frame_end, base)
                     return
                 index = int(line)
         elif size in _LENGTH_PREFIXES:
@@ -446,6 +447,7 @@ def _check_opcode_arguments(data: bytes | mmap.mmap, base: int, where: str) -> N
                 raise _truncated(where, name, offset - base, f"its {width}-byte length is cut off")
             (length,) = struct.unpack_from(layout, data, position)
             if length < 0:
+                _check_inside_frame(where, name, offset - base, position + width, frame_end, base)
                 return
             position += width + length
             if position > len(data):
@@ -463,13 +465,20 @@ def _check_opcode_arguments(data: bytes | mmap.mmap, base: int, where: str) -> N
                                      f"{len(data) - position - size} bytes remain")
                 frame_end = position + size + frame
             position += size
-        if offset < frame_end < position:
-            raise _truncated(where, name, offset - base,
-                             f"it runs past the end of its frame at offset {frame_end - base}")
+        _check_inside_frame(where, name, offset - base, position, frame_end, base)
         if index is not None and index > count:
             raise FormatError(f"malformed pickle: memo index {index} at opcode {count} (no pickle has one so "
                               "high)", path=where, offset=offset - base)
         count += 1
+
+
+def _check_inside_frame(where: str, opcode: str, offset: int, end: int, frame_end: int, base: int) -> None:
+    """Refuse an opcode at ``offset`` (from the pickle's start) whose bytes up to position ``end`` cross the
+    end of the frame it starts in. Checked before the walk stops early on an opcode it leaves to the
+    unpickler, too: the C unpickler reads such an opcode's rest from after the frame, not what the walk read."""
+    start = offset + base
+    if start < frame_end < end:
+        raise _truncated(where, opcode, offset, f"it runs past the end of its frame at offset {frame_end - base}")
 
 
 def _truncated(where: str, opcode: str, offset: int, detail: str) -> FormatError:

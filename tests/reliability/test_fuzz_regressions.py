@@ -449,6 +449,35 @@ def test_an_opcode_running_past_its_frame_is_refused() -> None:
     assert caught.value.offset == 11
 
 
+
+# From atheris (target safe_pickle, the stream-and-file differential): a PUT whose line is not a number and
+# crosses the frame's end. The walk left such a PUT to the unpickler and stopped, before its frame check; the
+# restricted unpickler (a file-like reader) then took the line from after the frame ("0") and ran on through
+# opcodes the walk never saw. Loaded [] before the fix.
+def _put_line_across_the_frame_end() -> bytes:
+    body = b"]pabc"  # EMPTY_LIST, then PUT whose line has no newline inside the 5-byte frame
+    return b"\x80\x04\x95" + len(body).to_bytes(8, "little") + body + b"0\n."
+
+
+@pytest.mark.parametrize("as_file", [False, True], ids=["stream", "file"])
+def test_a_put_line_crossing_its_frame_end_is_refused(tmp_path: Path, as_file: bool) -> None:
+    blob = _put_line_across_the_frame_end()
+    source: io.BytesIO | Path = io.BytesIO(blob)
+    if as_file:
+        source = tmp_path / "put.pkl"
+        source.write_bytes(blob)
+    with pytest.raises(FormatError, match="PUT: it runs past the end of its frame at offset 16") as caught:
+        load_restricted(source, path_for_errors="x.pkl")
+    assert caught.value.offset == 12
+
+
+def test_a_negative_length_field_crossing_its_frame_end_is_refused() -> None:
+    """The walk's other early stop: a BINSTRING whose signed length is negative, read across the frame's end."""
+    body = b"T\xff\xff"  # BINSTRING, the first two bytes of its 4-byte length inside the frame
+    blob = b"\x80\x02\x95" + len(body).to_bytes(8, "little") + body + b"\xff\xff."
+    with pytest.raises(FormatError, match="BINSTRING: it runs past the end of its frame at offset 14"):
+        load_restricted(io.BytesIO(blob), path_for_errors="x.pkl")
+
 # ---- idx ---------------------------------------------------------------------------------------------------
 def test_idx_dimensions_claiming_more_than_the_file_are_refused_before_reading(tmp_path: Path) -> None:
     """Found writing the idx target: an 8-byte plain file claiming 3 GiB made ``read`` reserve 3 GiB first.
