@@ -316,15 +316,15 @@ def load_restricted(fileobj_or_path: str | Path | IO[bytes], *, path_for_errors:
     if isinstance(fileobj_or_path, (str, Path)):
         where = str(path_for_errors if path_for_errors is not None else fileobj_or_path)
         with open(fileobj_or_path, "rb") as fileobj:
-            return _load_from_stream(fileobj, where)
+            return _load_from_stream(fileobj, where, own_file=True)
     where = str(path_for_errors) if path_for_errors is not None else str(getattr(fileobj_or_path, "name", "<stream>"))
-    return _load_from_stream(fileobj_or_path, where)
+    return _load_from_stream(fileobj_or_path, where, own_file=False)
 
 
-def _load_from_stream(fileobj: IO[bytes], where: str) -> Any:
+def _load_from_stream(fileobj: IO[bytes], where: str, *, own_file: bool) -> Any:
     stream = _check_leading_bytes(fileobj, where)
     start = stream.tell()
-    with _bytes_to_walk(stream) as (data, base):
+    with _bytes_to_walk(stream, mappable=own_file) as (data, base):
         _check_opcode_arguments(data, base, where)
     stream.seek(start)
     try:
@@ -388,15 +388,19 @@ _TWO_LINES = frozenset({"GLOBAL", "INST"})  # module and name, each up to a newl
 
 
 @contextlib.contextmanager
-def _bytes_to_walk(stream: IO[bytes]) -> Iterator[tuple[bytes | mmap.mmap, int]]:
-    """(the stream's bytes, the pickle's first position in them). A file is mapped read-only rather than read:
-    the walk skips the megabytes of array data it does not need, and a map faults in only the pages it touches,
-    where a 30 MB read would fault in all of them, 4 KiB at a time (the cost `HugePageReader` avoids for the
-    load itself). Anything else is read."""
+def _bytes_to_walk(stream: IO[bytes], *, mappable: bool) -> Iterator[tuple[bytes | mmap.mmap, int]]:
+    """(the stream's bytes, the pickle's first position in them). A file this module opened (``mappable``) is
+    mapped read-only rather than read: the walk skips the megabytes of array data it does not need, and a map
+    faults in only the pages it touches, where a 30 MB read would fault in all of them, 4 KiB at a time (the
+    cost `HugePageReader` avoids for the load itself). A caller's stream is read: its ``fileno`` may be another
+    file's (a ``GzipFile`` answers with the compressed file's)."""
     start = stream.tell()
+    if not mappable:
+        yield stream.read(), 0
+        return
     try:
         mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+    except (OSError, ValueError):  # a file mmap refuses (an empty or special file): read it instead
         yield stream.read(), 0
         return
     try:

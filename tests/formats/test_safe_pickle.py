@@ -189,3 +189,21 @@ def test_a_pickle_that_starts_inside_a_file_counts_offsets_from_its_start(tmp_pa
     with open(good, "rb") as stream:
         stream.seek(8)
         assert load_restricted(stream) == {b"labels": [3, 1]}
+
+
+def test_a_gzip_stream_is_walked_by_its_own_bytes(tmp_path: Path) -> None:
+    # GzipFile.fileno() answers with the compressed file's descriptor: a caller's stream is never mapped.
+    import gzip
+
+    path = tmp_path / "batch.pkl.gz"
+    value = {b"data": np.arange(12, dtype=np.uint8).reshape(3, 4), b"labels": [0, 1, 2]}
+    path.write_bytes(gzip.compress(pickle.dumps(value, protocol=4)))
+    with gzip.open(path, "rb") as stream:
+        loaded = load_restricted(stream, path_for_errors=str(path))
+    assert loaded[b"labels"] == [0, 1, 2]
+    np.testing.assert_array_equal(loaded[b"data"], value[b"data"])
+    # The walk sees the decompressed opcodes: a memo index no pickle has is refused inside a gzip stream too.
+    hostile = tmp_path / "memo.pkl.gz"
+    hostile.write_bytes(gzip.compress(b"\x80\x04]r" + (1000).to_bytes(4, "little") + b"."))
+    with gzip.open(hostile, "rb") as stream, pytest.raises(FormatError, match="memo index 1000"):
+        load_restricted(stream, path_for_errors=str(hostile))
