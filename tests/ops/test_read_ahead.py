@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tasks.ops.read_ahead import read_ahead
+from tasks.ops.read_ahead import THREAD_NAME, read_ahead
 
 
 def _live_readers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "tfpipe-read-ahead"]
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME)]
 
 
 def _wait_for_no_readers(seconds: float = 5.0) -> None:
