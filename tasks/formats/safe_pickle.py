@@ -324,8 +324,8 @@ def load_restricted(fileobj_or_path: str | Path | IO[bytes], *, path_for_errors:
 def _load_from_stream(fileobj: IO[bytes], where: str, *, own_file: bool) -> Any:
     stream = _check_leading_bytes(fileobj, where)
     start = stream.tell()
-    with _bytes_to_walk(stream, mappable=own_file) as (data, base):
-        _check_opcode_arguments(data, base, where)
+    with _bytes_to_walk(stream, mappable=own_file) as data:
+        _check_opcode_arguments(data, where)
     stream.seek(start)
     try:
         loaded = RestrictedUnpickler(HugePageReader(stream), path_for_errors=where).load()
@@ -388,28 +388,27 @@ _TWO_LINES = frozenset({"GLOBAL", "INST"})  # module and name, each up to a newl
 
 
 @contextlib.contextmanager
-def _bytes_to_walk(stream: IO[bytes], *, mappable: bool) -> Iterator[tuple[bytes | mmap.mmap, int]]:
-    """(the stream's bytes, the pickle's first position in them). A file this module opened (``mappable``) is
-    mapped read-only rather than read: the walk skips the megabytes of array data it does not need, and a map
+def _bytes_to_walk(stream: IO[bytes], *, mappable: bool) -> Iterator[bytes | mmap.mmap]:
+    """The pickle's bytes, from its first. A file this module opened (``mappable``; its pickle starts at byte
+    0) is mapped read-only rather than read: the walk skips the megabytes of array data it does not need, and a map
     faults in only the pages it touches, where a 30 MB read would fault in all of them, 4 KiB at a time (the
     cost `HugePageReader` avoids for the load itself). A caller's stream is read: its ``fileno`` may be another
     file's (a ``GzipFile`` answers with the compressed file's)."""
-    start = stream.tell()
     if not mappable:
-        yield stream.read(), 0
+        yield stream.read()
         return
     try:
         mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError):  # a file mmap refuses (an empty or special file): read it instead
-        yield stream.read(), 0
+        yield stream.read()
         return
     try:
-        yield mapped, start
+        yield mapped
     finally:
         mapped.close()
 
 
-def _check_opcode_arguments(data: bytes | mmap.mmap, base: int, where: str) -> None:
+def _check_opcode_arguments(data: bytes | mmap.mmap, where: str) -> None:
     """Refuse, before the unpickler runs, what no real pickle has and the unpickler would act on first:
 
     - a memo index above the opcodes read so far: CPython's unpickler grows its memo table to twice an index
@@ -422,8 +421,8 @@ def _check_opcode_arguments(data: bytes | mmap.mmap, base: int, where: str) -> N
 
     A walk over the opcodes that only skips their arguments (pickletools.genops would build every string and
     bytes object: slower than the load itself). It stops quietly at STOP or an unknown opcode: the unpickler
-    names those. ``data`` holds the pickle from position ``base`` on; offsets in errors count from there."""
-    position, count, frame_end = base, 0, -1
+    names those. ``data`` is the pickle, from its first byte (offsets in errors count from there)."""
+    position, count, frame_end = 0, 0, -1
     while position < len(data):
         offset = position
         name, size = _OPCODE_ARGUMENTS.get(data[position], ("", None))
@@ -431,58 +430,56 @@ def _check_opcode_arguments(data: bytes | mmap.mmap, base: int, where: str) -> N
         if size is None or name == "STOP":
             return
         if name == "FRAME" and offset < frame_end:
-            raise _truncated(where, name, offset - base,
-                             f"a new frame inside the frame that ends at offset {frame_end - base}")
+            raise _truncated(where, name, offset, f"a new frame inside the frame that ends at offset {frame_end}")
         index = None
         if size == pickletools.UP_TO_NEWLINE:
             for _ in range(2 if name in _TWO_LINES else 1):
                 end = data.find(b"\n", position)
                 if end < 0:
-                    raise _truncated(where, name, offset - base, "its line has no end")
+                    raise _truncated(where, name, offset, "its line has no end")
                 line, position = data[position:end], end + 1
             if name == "PUT":
                 if not line.strip().isdigit():
-                    _check_inside_frame(where, name, offset - base, position, frame_end, base)
+                    _check_inside_frame(where, name, offset, position, frame_end)
                     return
                 index = int(line)
         elif size in _LENGTH_PREFIXES:
             layout, width = _LENGTH_PREFIXES[size]
             if position + width > len(data):
-                raise _truncated(where, name, offset - base, f"its {width}-byte length is cut off")
+                raise _truncated(where, name, offset, f"its {width}-byte length is cut off")
             (length,) = struct.unpack_from(layout, data, position)
             if length < 0:
-                _check_inside_frame(where, name, offset - base, position + width, frame_end, base)
+                _check_inside_frame(where, name, offset, position + width, frame_end)
                 return
             position += width + length
             if position > len(data):
-                raise _truncated(where, name, offset - base, f"it declares {length} bytes, "
+                raise _truncated(where, name, offset, f"it declares {length} bytes, "
                                  f"{max(0, len(data) - offset - 1 - width)} remain")
         else:
             if position + size > len(data):
-                raise _truncated(where, name, offset - base, f"its {size}-byte argument is cut off")
+                raise _truncated(where, name, offset, f"its {size}-byte argument is cut off")
             if name in ("BINPUT", "LONG_BINPUT"):
                 index = int.from_bytes(data[position:position + size], "little")
             elif name == "FRAME":
                 frame = int.from_bytes(data[position:position + size], "little")
                 if frame > len(data) - position - size:
-                    raise _truncated(where, name, offset - base, f"it declares a {frame}-byte frame, "
+                    raise _truncated(where, name, offset, f"it declares a {frame}-byte frame, "
                                      f"{len(data) - position - size} bytes remain")
                 frame_end = position + size + frame
             position += size
-        _check_inside_frame(where, name, offset - base, position, frame_end, base)
+        _check_inside_frame(where, name, offset, position, frame_end)
         if index is not None and index > count:
             raise FormatError(f"malformed pickle: memo index {index} at opcode {count} (no pickle has one so "
-                              "high)", path=where, offset=offset - base)
+                              "high)", path=where, offset=offset)
         count += 1
 
 
-def _check_inside_frame(where: str, opcode: str, offset: int, end: int, frame_end: int, base: int) -> None:
-    """Refuse an opcode at ``offset`` (from the pickle's start) whose bytes up to position ``end`` cross the
-    end of the frame it starts in. Checked before the walk stops early on an opcode it leaves to the
-    unpickler, too: the C unpickler reads such an opcode's rest from after the frame, not what the walk read."""
-    start = offset + base
-    if start < frame_end < end:
-        raise _truncated(where, opcode, offset, f"it runs past the end of its frame at offset {frame_end - base}")
+def _check_inside_frame(where: str, opcode: str, offset: int, end: int, frame_end: int) -> None:
+    """Refuse an opcode at ``offset`` whose bytes up to ``end`` cross the end of the frame it starts in.
+    Checked before the walk stops early on an opcode it leaves to the unpickler, too: the C unpickler reads
+    such an opcode's rest from after the frame, not what the walk read."""
+    if offset < frame_end < end:
+        raise _truncated(where, opcode, offset, f"it runs past the end of its frame at offset {frame_end}")
 
 
 def _truncated(where: str, opcode: str, offset: int, detail: str) -> FormatError:
