@@ -52,7 +52,7 @@ def load_trained_model(path: str | os.PathLike[str]) -> keras.Model:
     """A ``.keras`` model file as Train writes it, uncompiled. A model composed with a backbone holds tfpipe's
     own layers, which Keras finds only once their module is imported: any process may load it, not only the one
     that built it."""
-    import models.backbones  # noqa: F401 - registers ChannelAdapter, ApplicationPreprocess, FrozenGraphFeatures
+    import models.backbones  # noqa: F401 - registers tfpipe's backbone layers (ChannelAdapter, PixelRange, ...)
 
     return keras.models.load_model(path, compile=False)
 

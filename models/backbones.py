@@ -21,10 +21,12 @@ Per kind (``tasks/ops/backbone_spec.py`` parses the spec; this module uses only 
   backbone's features. Features of rank 3 or 4 are global-average
   pooled. Input size and channels are the loaded model's (a model without a fixed H, W gets the
   dataset's size); channels are adapted (1 -> 3 repeated, 3 -> 1 by ITU-R 601 luma, as
-  ``tf.image.rgb_to_grayscale``). The model must take tfpipe's [0, 1] float pixels: any other
-  preprocessing must be inside it.
+  ``tf.image.rgb_to_grayscale``). Pixels are then scaled from tfpipe's [0, 1] to the range the model
+  takes (`PixelRange`): ``spec.input_range``, or with ``auto`` the range its leading ``Rescaling`` or
+  ``Normalization`` layer implies (`detect_input_range`), else [0, 1] as they are.
 - **freeze**: a tfpipe freeze directory: ``<dir>/model.keras`` as for **model**, input size and
-  channels from ``<dir>/frozen_graph.json`` ``image_shape``.
+  channels from ``<dir>/frozen_graph.json`` ``image_shape``; a tfpipe model takes [0, 1] pixels, so ``auto``
+  feeds them as they are.
 - **graph**: a frozen GraphDef whose ``input_tensor`` takes one encoded JPEG (scalar string) and whose
   ``output_tensor`` is the feature (e.g. the 2015 Inception-v3 graph: ``DecodeJpeg/contents:0`` ->
   ``pool_3/_reshape:0`` (1, 2048)). ``BatchNormWithGlobalNormalization`` nodes (removed at GraphDef version
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,31 +67,82 @@ BATCH_NORM_OP = "BatchNormWithGlobalNormalization"
 _PACKAGE = "tfpipe_backbones"
 _GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale
 
+# The pixel ranges a model or freeze backbone's network may take (tasks.ops.backbone_spec.INPUT_RANGES), by
+# their bounds; "auto" reads the range from the network's leading layers. Keras applications and frozen
+# graphs do their own preprocessing (OWN_PREPROCESSING).
+INPUT_RANGE_AUTO = "auto"
+UNIT_RANGE = "0-1"
+RANGE_BOUNDS: dict[str, tuple[float, float]] = {UNIT_RANGE: (0.0, 1.0), "0-255": (0.0, 255.0), "-1-1": (-1.0, 1.0)}
+INPUT_RANGES = tuple(RANGE_BOUNDS)
+OWN_PREPROCESSING = "own"
+# Where a network's first arithmetic layer puts pixels of the range it was made for: [0, 1] or [-1, 1] after a
+# Rescaling, about [-2, 2] after a Normalization (pixels standardised per channel).
+_NORMALISED_INTERVALS = ((0.0, 1.0), (-1.0, 1.0), (-2.0, 2.0))
+
 
 class BackboneError(ValueError):
     """A backbone that cannot be loaded or does not fit the dataset's images."""
+
+
+@dataclass(frozen=True)
+class InputRange:
+    """The pixel range a backbone's network is fed (tfpipe's [0, 1] pixels scaled to it), and why that one.
+
+    ``name`` is one of `INPUT_RANGES`, or `OWN_PREPROCESSING` for the kinds that preprocess pixels themselves.
+    """
+
+    name: str
+    reason: str
 
 
 def load_backbone(
     spec: BackboneSpec, image_shape: tuple[int, int, int], *, trainable_top_layers: int = 0
 ) -> keras.Model:
     """The feature extractor ``spec`` names, for images of ``image_shape`` (see the module docstring)."""
+    model, _ = load_backbone_with_range(spec, image_shape, trainable_top_layers=trainable_top_layers)
+    return model
+
+
+def load_backbone_with_range(
+    spec: BackboneSpec, image_shape: tuple[int, int, int], *, trainable_top_layers: int = 0
+) -> tuple[keras.Model, InputRange]:
+    """`load_backbone`'s model, and the pixel range its network is fed (given, detected or tfpipe's own)."""
     image_shape = _checked_image_shape(image_shape)
     if trainable_top_layers < 0:
         raise ValueError(f"trainable_top_layers must be >= 0, got {trainable_top_layers}")
     if spec.kind == "keras":
-        return _keras_application_backbone(spec, image_shape, trainable_top_layers)
+        module = spec.application.preprocess_module
+        own = InputRange(OWN_PREPROCESSING, f"keras.applications.{module}.preprocess_input of 0-255 pixels")
+        return _keras_application_backbone(spec, image_shape, trainable_top_layers), own
     if spec.kind == "model":
         model = _load_keras_file(Path(spec.target))
-        return _keras_model_backbone(model, spec.layer, image_shape, _model_input_shape(model),
-                                     trainable_top_layers, kind="model")
+        pixel_range = chosen_input_range(spec.input_range, detect_input_range(model))
+        backbone = _keras_model_backbone(model, spec.layer, image_shape, _model_input_shape(model),
+                                         trainable_top_layers, kind="model", input_range=pixel_range.name)
+        return backbone, pixel_range
     if spec.kind == "freeze":
-        return _freeze_backbone(spec, image_shape, trainable_top_layers)
+        tfpipe_own = InputRange(UNIT_RANGE, "a tfpipe freeze directory: its model takes tfpipe's [0, 1] pixels")
+        pixel_range = chosen_input_range(spec.input_range, tfpipe_own)
+        return _freeze_backbone(spec, image_shape, trainable_top_layers, pixel_range.name), pixel_range
     if spec.kind == "graph":
         if trainable_top_layers:
             raise BackboneError(f"{spec.target}: a frozen GraphDef has no weights to unfreeze (trainable_top_layers)")
-        return _graph_backbone(spec, image_shape)
+        own = InputRange(OWN_PREPROCESSING, "JPEG bytes of 0-255 pixels, decoded by the graph")
+        return _graph_backbone(spec, image_shape), own
     raise BackboneError(f"unknown backbone kind {spec.kind!r}")
+
+
+def chosen_input_range(requested: str, detected: InputRange | None) -> InputRange:
+    """The range a model or freeze backbone is fed: ``requested`` unless it is ``auto``; then ``detected``, or
+    tfpipe's [0, 1] as they are when nothing was detected."""
+    if requested in RANGE_BOUNDS:
+        return InputRange(requested, "given (input_range)")
+    if requested != INPUT_RANGE_AUTO:
+        raise BackboneError(f"input_range must be one of {', '.join((INPUT_RANGE_AUTO, *INPUT_RANGES))}, "
+                            f"got {requested!r}")
+    if detected is not None:
+        return detected
+    return InputRange(UNIT_RANGE, "no leading Rescaling or Normalization layer: tfpipe's [0, 1] pixels as they are")
 
 
 def feature_width(model: keras.Model) -> int:
@@ -155,6 +209,28 @@ class ApplicationPreprocess(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "module": self.module}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PixelRange(keras.layers.Layer):
+    """tfpipe's [0, 1] pixels -> the range a backbone network takes (``"0-255"``: x * 255, ``"-1-1"``: 2x - 1)."""
+
+    def __init__(self, input_range: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if input_range not in RANGE_BOUNDS:
+            raise ValueError(f"input_range must be one of {', '.join(INPUT_RANGES)}, got {input_range!r}")
+        self.input_range = input_range
+        low, high = RANGE_BOUNDS[input_range]
+        self.scale, self.offset = high - low, low
+
+    def call(self, x: Any) -> Any:
+        return x * self.scale + self.offset
+
+    def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "input_range": self.input_range}
 
 
 def _adapt_pixels(x: Any, image_shape: tuple[int, int, int], size: tuple[int | None, int | None], channels: int) -> Any:
@@ -243,7 +319,8 @@ def _model_input_shape(model: keras.Model) -> tuple[int | None, int | None, int]
     return shape  # type: ignore[return-value]
 
 
-def _freeze_backbone(spec: BackboneSpec, image_shape: tuple[int, int, int], top: int) -> keras.Model:
+def _freeze_backbone(spec: BackboneSpec, image_shape: tuple[int, int, int], top: int,
+                     input_range: str) -> keras.Model:
     directory = Path(spec.target)
     try:
         info = json.loads((directory / FREEZE_INFO_FILE).read_text(encoding="utf-8"))
@@ -258,7 +335,8 @@ def _freeze_backbone(spec: BackboneSpec, image_shape: tuple[int, int, int], top:
         raise BackboneError(
             f"{directory}: {FREEZE_MODEL_FILE} takes {model_shape} but {FREEZE_INFO_FILE} says {frozen_shape}"
         )
-    return _keras_model_backbone(model, spec.layer, image_shape, frozen_shape, top, kind="freeze")
+    return _keras_model_backbone(model, spec.layer, image_shape, frozen_shape, top, kind="freeze",
+                                 input_range=input_range)
 
 
 def _keras_model_backbone(
@@ -269,13 +347,78 @@ def _keras_model_backbone(
     top: int,
     *,
     kind: str,
+    input_range: str = UNIT_RANGE,
 ) -> keras.Model:
     feature = _feature_tensor(model, layer)
     network = keras.Model(model.inputs[0], feature, name=NETWORK_NAME)
     _freeze_network(network, top)
     inputs = image_input(image_shape)
     x = _adapt_pixels(inputs, image_shape, input_shape[:2], input_shape[2])
+    if input_range != UNIT_RANGE:  # resizing and the luma are linear: scaling after them gives the same pixels
+        x = PixelRange(input_range, name="input_range")(x)
     return _finish(inputs, network(x), name=f"backbone_{kind}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pixel range a Keras model takes, read from its leading layers
+
+
+def detect_input_range(model: keras.Model) -> InputRange | None:
+    """The pixel range ``model`` says it takes, or None when its leading layers say nothing.
+
+    The first layer that changes pixel values decides (nested models are entered; resizing, cropping, padding
+    and augmentation layers, which are off at inference, are looked through):
+
+    - ``Rescaling(scale, offset)`` and ``Normalization`` (an affine map, ``1/std``, ``-mean/std``): the range
+      of `INPUT_RANGES` that the map puts closest onto a normalised interval ([0, 1], [-1, 1], or about
+      [-2, 2] for standardised pixels); per-channel values are averaged. ``Rescaling(1/255)`` and
+      ``Rescaling(1/127.5, offset=-1)`` take 0-255; a Normalization adapted on 0-255 pixels takes 0-255.
+    - a tfpipe layer (a composed tfpipe model): tfpipe's [0, 1].
+    """
+    layer = _first_value_layer(model)
+    if layer is None:
+        return None
+    if isinstance(layer, keras.layers.Rescaling):
+        scale = float(np.mean(np.asarray(layer.scale, dtype=np.float64)))
+        offset = float(np.mean(np.asarray(layer.offset, dtype=np.float64)))
+        return _affine_range(scale, offset, f"leading Rescaling(scale={scale:.6g}, offset={offset:.6g})")
+    if isinstance(layer, keras.layers.Normalization) and not layer.invert and layer.mean is not None:
+        mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), dtype=np.float64)
+        std = np.sqrt(np.maximum(np.asarray(keras.ops.convert_to_numpy(layer.variance), dtype=np.float64), 1e-12))
+        scale, offset = float(np.mean(1.0 / std)), float(np.mean(-mean / std))
+        where = f"leading Normalization(mean={float(np.mean(mean)):.4g}, std={float(np.mean(std)):.4g})"
+        return _affine_range(scale, offset, where)
+    if isinstance(layer, _TFPIPE_LAYERS):
+        return InputRange(UNIT_RANGE, f"a tfpipe model (leading {type(layer).__name__}): tfpipe's [0, 1] pixels")
+    return None
+
+
+def _affine_range(scale: float, offset: float, where: str) -> InputRange:
+    """The range whose pixels ``x * scale + offset`` puts closest onto a normalised interval (ties: 0-1)."""
+
+    def mapped(name: str) -> tuple[float, float]:
+        low, high = sorted(bound * scale + offset for bound in RANGE_BOUNDS[name])
+        return low, high
+
+    def mismatch(name: str) -> float:
+        low, high = mapped(name)
+        return min((abs(low - a) + abs(high - b)) / (b - a) for a, b in _NORMALISED_INTERVALS)
+
+    name = min(INPUT_RANGES, key=mismatch)
+    low, high = mapped(name)
+    return InputRange(name, f"{where} maps {name} pixels to [{low:.3g}, {high:.3g}]")
+
+
+def _first_value_layer(model: keras.Model) -> keras.layers.Layer | None:
+    """The first layer of ``model`` (entering nested models) that is not one of `_RANGE_KEEPING_LAYERS`."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            inner = _first_value_layer(layer)
+            if inner is not None:
+                return inner
+        elif not isinstance(layer, _RANGE_KEEPING_LAYERS):
+            return layer
+    return None
 
 
 def _feature_tensor(model: keras.Model, layer: str) -> Any:
@@ -327,6 +470,18 @@ def _single_input(layer: keras.layers.Layer) -> Any:
     if len(tensors) != 1:
         raise BackboneError(f"layer {layer.name!r} has {len(tensors)} inputs; name the feature layer")
     return tensors[0]
+
+
+# Layers that leave the range of pixel values as it is (augmentation is off at inference).
+_RANGE_KEEPING_LAYERS: tuple[type, ...] = tuple(
+    getattr(keras.layers, name) for name in (
+        "InputLayer", "Resizing", "CenterCrop", "Cropping2D", "ZeroPadding2D", "Reshape", "Identity", "Dropout",
+        "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomCrop", "RandomContrast",
+        "RandomBrightness",
+    ) if hasattr(keras.layers, name)
+) + (ChannelAdapter,)
+# tfpipe's own layers leading a composed tfpipe model, which takes tfpipe's [0, 1] pixels.
+_TFPIPE_LAYERS = (PixelRange, ApplicationPreprocess)
 
 
 # ---------------------------------------------------------------------------------------------------

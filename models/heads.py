@@ -11,6 +11,7 @@ import keras
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+BN_MOMENTUM = 0.9
 
 
 def image_input(input_shape: tuple[int, int, int]) -> keras.KerasTensor:
@@ -64,7 +65,9 @@ def conv_bn(
         kernel_regularizer=regularizer,
         name=f"{name}_conv",
     )(x)
-    return keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    # Momentum 0.9 (PyTorch's default) rather than Keras's 0.99: the moving statistics that inference uses
+    # settle within ~50 steps, so a short run on small data is not evaluated with half-initialised statistics.
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
 
 
 def conv_bn_relu(

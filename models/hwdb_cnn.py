@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import keras
 
-from models.heads import classification_head, conv_bn_relu, image_input
+from models.heads import BN_MOMENTUM, classification_head, conv_bn_relu, image_input
 
 
 def build_hwdb_cnn(
@@ -53,7 +53,7 @@ def build_hwdb_cnn_large(
             x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dense(dense_units, use_bias=False, name="fc1")(x)
-    x = keras.layers.BatchNormalization(name="fc1_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="fc1_bn")(x)
     x = keras.layers.ReLU(name="fc1_relu")(x)
     outputs = classification_head(x, num_classes=num_classes, num_heads=num_heads, dropout=dropout)
     return keras.Model(inputs, outputs, name="hwdb_cnn_large")

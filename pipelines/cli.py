@@ -32,6 +32,8 @@ from pipelines.registry import DATASETS, get_dataset
 from pipelines.stages import Pipeline, params_set_by_pipeline, pipeline_task, register_wrappers, stage_names
 from tasks.base import ArtifactStore, ArtifactTask
 from tasks.ops.cluster import ClusterError
+from tasks.ops.error_text import describe_error
+from tasks.ops.quiet import quiet_output
 from tasks.ops.runlog import append_run, lease, read_runs
 from tasks.store import find_artifacts
 
@@ -39,6 +41,8 @@ PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "luigi.cfg"
 # Errors a user causes (bad input, bad flags, missing files): one line, no traceback.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ClusterError)
 logger = logging.getLogger("tfpipe")
+# ``tfpipe run --log-level``: Luigi's levels, in any case.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 # ---- configuration ---------------------------------------------------------------------------------------
@@ -163,7 +167,7 @@ class ExpectedErrorsWithoutTraceback(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], EXPECTED_ERRORS):
             error = record.exc_info[1]
-            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.msg = f"{record.getMessage()}: {describe_error(error, named=True)}"
             record.args = ()
             record.exc_info = None
             record.exc_text = None
@@ -178,6 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not todo:
         # Nothing changed: no scheduler, no workers (a nightly run over an unchanged source ends here).
         print(f"tfpipe: {args.pipeline} up to date: all {len(nodes)} stages done{final_outputs(task)}")
+        print_health_warnings(nodes)
         record_run(args, nodes, ran=[], code=0)
         return 0
     with lease(nodes[0].artifact_root, [node.artifact_dir for node in nodes]):
@@ -209,7 +214,7 @@ def build_and_report(args: argparse.Namespace, task: Pipeline, nodes: list[Artif
 
     @luigi.Task.event_handler(luigi.Event.FAILURE)
     def remember_failure(failed: luigi.Task, error: BaseException) -> None:
-        failures.append(f"{failed.task_family} failed: {error}")
+        failures.append(f"{failed.task_family} failed: {describe_error(error)}")
 
     luigi_logger = logging.getLogger("luigi-interface")
     quiet = ExpectedErrorsWithoutTraceback()
@@ -262,6 +267,8 @@ def record_run(args: argparse.Namespace, nodes: list[ArtifactTask], *, ran: list
         manifest = node.output().manifest()
         if node.provides == "evaluation" and metric in manifest.get("metrics", {}):
             record["metrics"] = {metric: manifest["metrics"][metric]}
+        if node.provides == "evaluation" and "health" in manifest:
+            record["health"] = manifest["health"]
         if node.provides == "published":
             record["published"] = manifest.get("published")
             record["published_version"] = manifest.get("published_version")
@@ -287,8 +294,17 @@ def print_outputs(task: Pipeline) -> None:
     for node in nodes:
         for notice in node.output().manifest().get("notices", []):
             print(f"note: {node.task_family}: {notice}")
+    print_health_warnings(nodes)
     for label, path in outputs_of(task):
         print(f"{label}: {path}")
+
+
+def print_health_warnings(nodes: Sequence[ArtifactTask]) -> None:
+    """The evaluation's verdict on the model (tasks/ops/health.py): one line per warning."""
+    for node in nodes:
+        if node.provides == "evaluation" and node.complete():
+            for warning in (node.output().manifest().get("health") or {}).get("warnings", []):
+                print(f"warning: model health: {warning}")
 
 
 def outputs_of(task: Pipeline) -> list[tuple[str, Path]]:
@@ -356,13 +372,15 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(runs, indent=2, ensure_ascii=False))
         return 0
-    print(f"{'time':<25} {'exit':>4}  {'metric':<24} {'published':<10} stages that ran")
+    print(f"{'time':<25} {'exit':>4}  {'metric':<24} {'published':<10} stages that ran; model health")
     for run in runs:
         metric = ", ".join(f"{k} {v:.4f}" for k, v in (run.get("metrics") or {}).items()) or "-"
         published = ("v" + str(run["published_version"]) if run.get("published") else
                      "refused" if run.get("published") is False else "-")
         stages = ", ".join(run.get("stages_ran", [])) or "none (up to date)"
-        print(f"{run['time']:<25} {run['exit_code']:>4}  {metric:<24} {published:<10} {stages}")
+        health = "; ".join((run.get("health") or {}).get("warnings", []))
+        print(f"{run['time']:<25} {run['exit_code']:>4}  {metric:<24} {published:<10} {stages}"
+              + (f"; {health}" if health else ""))
     return 0
 
 
@@ -395,13 +413,12 @@ def cmd_cluster_member(args: argparse.Namespace) -> int:
     try:
         join_cluster(train, args.timeout, log=lambda line: print(line, flush=True))
     except RuntimeError as error:  # ClusterError, TrainingDivergedError, a dead training process
-        print(f"tfpipe: error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"tfpipe: error: {describe_error(error, named=True)}", file=sys.stderr)
         return luigi.retcodes.retcode().task_failed
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tasks.ops.predict import format_predictions, load_predictor
 
     model_dir = Path(args.model_dir)
@@ -452,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_arguments(run)
     run.add_argument("--workers", type=int, default=1)
     run.add_argument("--scheduler-url", default=None, help="central luigid, e.g. http://127.0.0.1:8082")
-    run.add_argument("--log-level", default="WARNING")
+    run.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+                     help="Luigi's log level; debug also shows TensorFlow's logs and the libraries' warnings")
     for name, text in (("status", "every stage, done or to-do"), ("explain", "why each to-do stage runs")):
         add_pipeline_arguments(commands.add_parser(name, help=text))
     history = commands.add_parser("history", help="every recorded run of a pipeline (or published name)")
@@ -486,9 +504,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                "history": cmd_history, "gc": cmd_gc, "cluster-member": cmd_cluster_member}
     try:
         configure(args)
-        return handler[args.command](args)
+        # TensorFlow's start-up logs and the libraries' warnings hidden below debug (set before TF is imported).
+        with quiet_output(getattr(args, "log_level", "WARNING")):
+            return handler[args.command](args)
     except EXPECTED_ERRORS as error:
-        print(f"tfpipe: error: {error}", file=sys.stderr)
+        print(f"tfpipe: error: {describe_error(error)}", file=sys.stderr)
         return 2
 
 

@@ -25,6 +25,7 @@ from tasks.decode_hwdb import DecodeHwdb
 from tasks.decode_images import DecodeImages
 from tasks.decode_mnist import DecodeMnist, idx_file_names
 from tasks.download import Download, is_remote
+from tasks.ops.budget import BALANCE_RULE, BUDGET_RULE
 
 # The role under which a user's ``--source`` reaches the decode stage.
 USER_SOURCE = "data"
@@ -42,11 +43,38 @@ class Source:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training-time augmentation a dataset trains with by default (``Train.augment`` turns it off)."""
+    """Training-time augmentation a dataset trains with by default (``Train.augment`` turns it off).
+
+    ``translate`` shifts each image by up to that share of its side (class-preserving for every dataset
+    here); ``flip_left_right`` only where a mirror image keeps its class (photos, clothing; not digits or
+    characters).
+    """
 
     flip_left_right: bool = False
     brightness: float = 0.0
     contrast: float = 0.0
+    translate: float = 0.0
+
+
+@dataclass(frozen=True)
+class Training:
+    """A dataset's training defaults: what ``Train.epochs``, ``Train.batch_size`` and ``Train.learning_rate``
+    mean when the user does not set them, and the budget rule that sizes the run to the data.
+
+    The budget rule (``tasks/ops/budget.py``) takes the epochs that give at least ``target_steps`` optimizer
+    steps, no fewer than ``min_epochs`` and no more than ``max_epochs``: small data gets the many passes it
+    needs for its weights (and batch-norm statistics) to settle, large data a few. The learning rate warms up
+    linearly over ``warmup_fraction`` of the steps, then follows a cosine to zero; early stopping on the
+    validation loss (``patience`` epochs) restores the best weights.
+    """
+
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    target_steps: int = 3000
+    min_epochs: int = 5
+    max_epochs: int = 60
+    warmup_fraction: float = 0.05
+    patience: int = 10
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,7 @@ class Dataset:
     image_size: str = ""  # fixed by the format, e.g. "32x32x3"; "" = the decode task's image_size parameter
     sources: tuple[Source, ...] = ()
     augmentation: Augmentation = Augmentation()
+    training: Training = Training()
     # Made locally when no --source is given (captchas), instead of downloading ``sources``.
     generator: type[ArtifactTask] | None = None
     # Dataset-specific parameter values of the decode task (CIFAR's variant, ...): part of its key.
@@ -78,8 +107,9 @@ class Dataset:
         return dataclasses.asdict(self.augmentation)
 
     def train_defaults(self) -> dict[str, Any]:
-        """The resolved defaults Train receives (and keys on): model and augmentation."""
-        return {"model": self.model, **self.augmentation_defaults()}
+        """The defaults Train receives (and keys on): model, augmentation, training defaults and budget rule."""
+        return {"model": self.model, **self.augmentation_defaults(), **dataclasses.asdict(self.training),
+                "budget_rule": BUDGET_RULE, "balance_rule": BALANCE_RULE}
 
     def source_tasks(self, source: str = "", checksum: str = "") -> dict[str, luigi.Task]:
         """The tasks that bring the raw data, by role: the user's ``source``, the generator, or the official
@@ -153,7 +183,9 @@ def get_dataset(name: str) -> Dataset:
 
 # Pins: CIFAR's md5 as published by its authors; MNIST, Fashion-MNIST and flower_photos sha256 and sizes as in
 # tensorflow/datasets (tensorflow_datasets/url_checksums/{mnist,fashion_mnist,tf_flowers}.txt).
-CIFAR_AUGMENTATION = Augmentation(flip_left_right=True, brightness=0.1, contrast=0.2)
+CIFAR_AUGMENTATION = Augmentation(flip_left_right=True, brightness=0.1, contrast=0.2, translate=0.125)
+CIFAR_TRAINING = Training(batch_size=128, target_steps=12_000, min_epochs=10, max_epochs=120)
+DIGIT_AUGMENTATION = Augmentation(translate=0.1)
 MNIST_BASE = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 FASHION_BASE = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 HWDB_BASE = "http://www.nlpr.ia.ac.cn/databases/download/feature_data/"
@@ -161,12 +193,13 @@ HWDB_BASE = "http://www.nlpr.ia.ac.cn/databases/download/feature_data/"
 register(Dataset(
     name="captcha", title="4-letter captchas (A-Z) drawn by the `captcha` package; no network needed",
     decode=DecodeCaptcha, generator=GenerateCaptchas, model="captcha_cnn", image_size="160x60x1",
-    metric="sequence_accuracy",
+    metric="sequence_accuracy", training=Training(target_steps=3000, min_epochs=8, max_epochs=40),
     source_help="a folder with labels.csv (index,label) and <index>.png files",
 ))
 register(Dataset(
     name="cifar10", title="CIFAR-10, the official python pickle archive", decode=DecodeCifar,
     model="resnet_cifar", image_size="32x32x3", augmentation=CIFAR_AUGMENTATION,
+    training=CIFAR_TRAINING,
     sources=(Source(USER_SOURCE, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                     "md5:c58f30108f718f92721af3b95e74349a", 170498071),),
     decode_params={"variant": "cifar10"},
@@ -175,6 +208,7 @@ register(Dataset(
 register(Dataset(
     name="cifar100", title="CIFAR-100 (fine or coarse labels), the official python pickle archive",
     decode=DecodeCifar, model="resnet_cifar", image_size="32x32x3", augmentation=CIFAR_AUGMENTATION,
+    training=CIFAR_TRAINING,
     sources=(Source(USER_SOURCE, "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                     "md5:eb9058c3a382ffc7106e4002c42a8d85", 169001437),),
     decode_params={"variant": "cifar100"},
@@ -182,7 +216,7 @@ register(Dataset(
 ))
 register(Dataset(
     name="hwdb", title="CASIA HWDB1.1 handwritten Chinese characters (`.gnt`, 3755 classes)",
-    decode=DecodeHwdb, model="hwdb_cnn",
+    decode=DecodeHwdb, model="hwdb_cnn", training=Training(batch_size=128, target_steps=20_000, min_epochs=3),
     # No checksum is published for these archives: the user pins the files they trust.
     sources=(Source("train", HWDB_BASE + "HWDB1.1trn_gnt.zip"), Source("test", HWDB_BASE + "HWDB1.1tst_gnt.zip")),
     source_help="a folder (or archive) holding the train and test folders of .gnt files",
@@ -196,8 +230,8 @@ def idx_sources(base_url: str, pins: dict[str, tuple[str, int]]) -> tuple[Source
 
 
 register(Dataset(
-    name="mnist", title="MNIST handwritten digits (IDX files)", decode=DecodeMnist, model="mlp",
-    image_size="28x28x1", decode_params={"variant": "mnist"},
+    name="mnist", title="MNIST handwritten digits (IDX files)", decode=DecodeMnist, model="small_cnn",
+    image_size="28x28x1", decode_params={"variant": "mnist"}, augmentation=DIGIT_AUGMENTATION,
     sources=idx_sources(MNIST_BASE, {
         "train_images": ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
         "train_labels": ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
@@ -207,8 +241,9 @@ register(Dataset(
     source_help="a folder holding the four IDX files (gzip or plain)",
 ))
 register(Dataset(
-    name="fashion_mnist", title="Fashion-MNIST clothing images (IDX files)", decode=DecodeMnist, model="mlp",
-    image_size="28x28x1", decode_params={"variant": "fashion_mnist"},
+    name="fashion_mnist", title="Fashion-MNIST clothing images (IDX files)", decode=DecodeMnist,
+    model="small_cnn", image_size="28x28x1", decode_params={"variant": "fashion_mnist"},
+    augmentation=Augmentation(flip_left_right=True, translate=0.1),
     sources=idx_sources(FASHION_BASE, {
         "train_images": ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
         "train_labels": ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
@@ -220,7 +255,9 @@ register(Dataset(
 register(Dataset(
     name="images", title="any class-per-folder image directory (flower_photos style); default: flower_photos",
     decode=DecodeImages, model="small_cnn",
-    augmentation=Augmentation(flip_left_right=True, brightness=0.1, contrast=0.1),
+    # A folder may hold digits or letters as well as photos: no mirror images by default.
+    augmentation=Augmentation(brightness=0.1, contrast=0.1, translate=0.1),
+    training=Training(target_steps=2000, min_epochs=10, max_epochs=30),
     sources=(Source(USER_SOURCE, "https://storage.googleapis.com/download.tensorflow.org/example_images/"
                                  "flower_photos.tgz",
                     "sha256:4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c", 228813984),),

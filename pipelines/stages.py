@@ -107,7 +107,7 @@ def params_set_by_pipeline(stages: Sequence[Stage] = STAGES) -> set[tuple[str | 
     """``(family or None for any, parameter)`` pairs the chain passes explicitly, so a configured value would be
     ignored: ``--set`` refuses them instead."""
     names: set[tuple[str | None, str]] = {(None, "upstream"), (None, "dataset"), (None, "dataset_defaults"),
-                                          (None, "dataset_augmentation"),
+                                          (None, "dataset_augmentation"), (None, "dataset_metric"),
                                           ("Download", "source"), ("Download", "checksum")}
     for dataset in DATASETS.values():
         names.update((dataset.decode.get_task_family(), param) for param in dataset.decode_params)

@@ -10,7 +10,18 @@ import luigi
 
 from tasks.base import ArtifactTask
 from tasks.download import downloaded_path
-from tasks.formats.cifar import CIFAR10, CIFAR100, CifarSpec, read_label_names, resolve_root, split_batch_paths
+from tasks.formats.cifar import (
+    CIFAR10,
+    CIFAR100,
+    CifarSpec,
+    contents_listing,
+    expected_files,
+    read_label_names,
+    resolve_root,
+    spec_title,
+    split_batch_paths,
+)
+from tasks.formats.errors import FormatError
 from tasks.ops.dataset_info import DatasetInfo, SplitInfo
 from tasks.ops.examples import encode_keys, open_split_writer, save_class_names
 from tasks.ops.parallel_decode import iter_batches
@@ -25,6 +36,21 @@ def extract_if_archive(data: Path, scratch: Path) -> Path:
 
     safe_extract(data, scratch)
     return scratch
+
+
+def check_complete(source: Path, top: Path, root: Path, spec: CifarSpec) -> None:
+    """FormatError naming ``source`` (the archive or folder given) and every file of ``spec`` missing from
+    ``root``, as its path below ``top`` (where the archive was extracted, or the folder itself): an extraction
+    is a temporary folder nobody has seen, and the archive's member names are what a user can check."""
+    missing = [(root / name).relative_to(top).as_posix() for name in expected_files(spec)
+               if not (root / name).is_file()]
+    if not missing:
+        return
+    if source.is_dir():
+        raise FormatError(f"{', '.join(missing)} not found (a {spec_title(spec)} python folder holds "
+                          f"{contents_listing(spec)})", path=source)
+    raise FormatError(f"no member{'s' if len(missing) > 1 else ''} {', '.join(missing)} (a {spec_title(spec)} "
+                      f"python archive holds {contents_listing(spec)})", path=source)
 
 
 class DecodeCifar(ArtifactTask):
@@ -47,7 +73,10 @@ class DecodeCifar(ArtifactTask):
     def build(self, out_dir: Path) -> dict[str, Any]:
         spec = self.spec
         scratch = out_dir / ".extract"
-        root = resolve_root(extract_if_archive(downloaded_path(self.requires()["data"]), scratch), spec)
+        data = downloaded_path(self.requires()["data"])
+        top = extract_if_archive(data, scratch)
+        root = resolve_root(top, spec)
+        check_complete(data, top, root, spec)
         class_names = read_label_names(root / spec.meta_file, spec.label_names_key)
         if len(class_names) != spec.num_classes:
             raise ValueError(f"{root / spec.meta_file}: {len(class_names)} label names, expected {spec.num_classes}")

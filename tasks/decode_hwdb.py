@@ -29,7 +29,7 @@ import numpy as np
 from tasks.base import ArtifactTask
 from tasks.download import downloaded_path
 from tasks.formats.gnt import iter_gnt, iter_gnt_tags
-from tasks.ops.archive import unpack
+from tasks.ops.archive import shown_name, unpack
 from tasks.ops.dataset_info import DatasetInfo, SplitInfo
 from tasks.ops.examples import encode_keys, open_split_writer, save_class_names
 from tasks.ops.images import fit_to_square
@@ -53,8 +53,9 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
 
 
-def find_split_folders(root: Path) -> dict[str, Path]:
-    """The train and test folders below ``root``: the shallowest subfolder whose name says which split."""
+def find_split_folders(root: Path, shown_as: str = "") -> dict[str, Path]:
+    """The train and test folders below ``root``: the shallowest subfolder whose name says which split.
+    Errors name ``root`` as ``shown_as`` when given (an archive extracted to ``root``)."""
     found: dict[str, Path] = {}
     level = [root]
     for _depth in range(SPLIT_SEARCH_DEPTH):
@@ -65,30 +66,31 @@ def find_split_folders(root: Path) -> dict[str, Path]:
                 continue
             if len(candidates) > 1:
                 names = ", ".join(str(c.relative_to(root)) for c in candidates)
-                raise ValueError(f"{root}: more than one {split} folder ({names}); keep one")
+                raise ValueError(f"{shown_as or root}: more than one {split} folder ({names}); keep one")
             found[split] = candidates[0]
     missing = [split for split in SPLITS if split not in found]
     if missing:
         seen = ", ".join(p.name for p in _subfolders(root)) or "none"
         wanted = "; ".join(f"{s}: a name containing {' or '.join(SPLIT_WORDS[s])}" for s in missing)
         raise ValueError(
-            f"{root}: no {' and no '.join(missing)} folder of .gnt files ({wanted}, e.g. HWDB1.1trn_gnt/ and "
-            f"HWDB1.1tst_gnt/); subfolders found: {seen}"
+            f"{shown_as or root}: no {' and no '.join(missing)} folder of .gnt files ({wanted}, e.g. "
+            f"HWDB1.1trn_gnt/ and HWDB1.1tst_gnt/); subfolders found: {seen}"
         )
     return found
 
 
-def gnt_files(folder: Path) -> list[Path]:
-    """Every ``.gnt`` file below ``folder``, sorted; an error if there is none or two share a name."""
+def gnt_files(folder: Path, shown_as: str = "") -> list[Path]:
+    """Every ``.gnt`` file below ``folder``, sorted; an error if there is none or two share a name (naming
+    ``folder`` as ``shown_as`` when given)."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".gnt")
     if not files:
         packed = sorted(p.name for p in folder.rglob("*") if p.suffix.lower() in (".alz", ".zip"))
         hint = f"; it holds {', '.join(packed)}: extract it first (unalz for .alz)" if packed else ""
-        raise ValueError(f"{folder}: no .gnt files{hint}")
+        raise ValueError(f"{shown_as or folder}: no .gnt files{hint}")
     stems = Counter(p.stem for p in files)
     twice = sorted(stem for stem, n in stems.items() if n > 1)
     if twice:
-        raise ValueError(f"{folder}: several .gnt files named {twice[0]!r}; example keys use the file name")
+        raise ValueError(f"{shown_as or folder}: several .gnt files named {twice[0]!r}; example keys use the file name")
     return files
 
 
@@ -129,22 +131,31 @@ class DecodeHwdb(ArtifactTask):
     image_size = luigi.IntParameter(default=64, description="side of the square grayscale images")
     chunk_rows = luigi.IntParameter(default=1024, significant=False, description="rows per array append")
 
-    def split_folders(self, scratch: Path) -> dict[str, Path]:
-        """Each split's folder of .gnt files: from the ``train`` and ``test`` sources, or found in ``data``."""
+    def split_folders(self, scratch: Path) -> dict[str, tuple[Path, str]]:
+        """Each split's folder of .gnt files, and how errors name it (``shown_name``): from the ``train`` and
+        ``test`` sources, or found in ``data``."""
         sources = self.requires()
         if "data" in sources:
-            return find_split_folders(unpack(downloaded_path(sources["data"]), scratch / "data"))
+            data = downloaded_path(sources["data"])
+            root = unpack(data, scratch / "data")
+            folders = find_split_folders(root, shown_as=shown_name(root, root, data))
+            return {split: (folder, shown_name(folder, root, data)) for split, folder in folders.items()}
         missing = [split for split in SPLITS if split not in sources]
         if missing:
             raise ValueError(f"DecodeHwdb reads a 'data' source or 'train' and 'test' ones; missing {missing}")
-        return {split: unpack(downloaded_path(sources[split]), scratch / split) for split in SPLITS}
+        unpacked = {}
+        for split in SPLITS:
+            data = downloaded_path(sources[split])
+            folder = unpack(data, scratch / split)
+            unpacked[split] = (folder, shown_name(folder, folder, data))
+        return unpacked
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         if self.image_size < 1:
             raise ValueError(f"DecodeHwdb.image_size must be positive, got {self.image_size}")
         scratch = out_dir / ".extract"
         try:
-            files = {split: gnt_files(folder) for split, folder in self.split_folders(scratch).items()}
+            files = {split: gnt_files(folder, shown) for split, (folder, shown) in self.split_folders(scratch).items()}
             char_dict = build_char_dict(self.train_characters(files["train"]))
             (out_dir / CHAR_DICT_JSON).write_text(json.dumps(char_dict, ensure_ascii=False, indent=1),
                                                   encoding="utf-8")

@@ -11,6 +11,7 @@ import luigi
 import numpy as np
 
 from tasks.base import ArtifactTask
+from tasks.ops.split_sizes import check_split_sizes
 from tasks.train import MODEL_FILE
 
 
@@ -35,11 +36,13 @@ def json_metrics(metrics: dict[str, Any], confusion_file: str = "confusion_matri
 
 class Evaluate(ArtifactTask):
     stage = "evaluate"
-    version = 3
+    version = 4
     reads = ("model", "examples")
     provides = "evaluation"
 
     dataset = luigi.Parameter(description="the dataset's name (the report's title)")
+    dataset_metric = luigi.Parameter(default="top1_accuracy", description="the dataset's metric (metrics.json key), "
+                                                                          "whose health the report judges")
     split = luigi.Parameter(default="test")
     top_k = luigi.IntParameter(default=3)
     batch_size = luigi.IntParameter(default=256, significant=False)
@@ -47,6 +50,7 @@ class Evaluate(ArtifactTask):
     def build(self, out_dir: Path) -> dict[str, Any]:
         from models import load_trained_model
         from tasks.formats.tfrecord import read_labels_txt
+        from tasks.ops.health import HEALTH_KEY, assess, read_history
         from tasks.ops.report import (
             MetricsAccumulator,
             MisclassifiedSample,
@@ -59,6 +63,7 @@ class Evaluate(ArtifactTask):
         shards, trained = self.input_dir("examples"), self.input_dir("model")
         class_names = read_labels_txt(shards / "labels.txt")
         info = load_dataset_info(shards)
+        check_split_sizes(info, (self.split,))
         total = info.count(self.split)
         model = load_trained_model(trained / MODEL_FILE)
         # Streamed batch by batch: memory is one batch plus the confusion matrix, whatever the split's size.
@@ -82,12 +87,18 @@ class Evaluate(ArtifactTask):
                 *wrong.arrays(info.image_shape, () if info.num_heads == 1 else (info.num_heads,)),
                 class_names, out_dir / "misclassified.png"),
         }
+        health = assess(metric=self.dataset_metric, value=float(metrics[self.dataset_metric]),
+                        confusion=accumulator.confusion, class_names=class_names,
+                        history=read_history(trained / "history.csv"),
+                        num_heads=info.num_heads)
+        metrics[HEALTH_KEY] = health.to_json()
         metrics = json_metrics(metrics)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        curves = None
         if (trained / "training_curves.png").exists():
-            shutil.copy(trained / "training_curves.png", out_dir / "training_curves.png")
-            pictures["Training curves"] = out_dir / "training_curves.png"
+            curves = Path(shutil.copy(trained / "training_curves.png", out_dir / "training_curves.png"))
         write_html_report(out_dir / "report.html", title=f"{self.dataset}: {self.split} evaluation",
-                          metrics=metrics, images=pictures)
+                          metrics=metrics, images=pictures, curves=curves)
         headline = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        return {"metrics": headline, "report_html": "report.html"}
+        return {"metrics": headline, "report_html": "report.html", HEALTH_KEY: {
+            "learned": health.learned, "warnings": health.warnings}}

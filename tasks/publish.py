@@ -2,7 +2,8 @@
 
 Switched on by the pipeline parameter ``publish`` (``tfpipe run ... --publish [--name NAME]``). The gate: the
 new model's evaluation metric (the dataset's: whole-captcha accuracy for captchas, top-1 otherwise) must be
-at least the current published model's minus ``tolerance``, and at least ``floor``. A passing model is
+at least the current published model's minus ``tolerance``, and at least ``floor``; a model that did not learn
+(at chance level, see tasks/ops/health.py) is refused whatever the floor. A passing model is
 copied to the next integer version (a SavedModel directory: ``saved_model.pb`` at its top, labels and the
 frozen graph beside it, so TF Serving's ``model_base_path`` can point at ``published/<name>/``) and
 ``current`` is pointed at it, replaced atomically. A refused model is kept where it is; this stage's
@@ -21,6 +22,7 @@ from typing import Any
 import luigi
 
 from tasks.base import ArtifactTask
+from tasks.ops.health import HEALTH_KEY
 
 PUBLISHED_DIR = "published"
 CURRENT = "current"
@@ -53,8 +55,13 @@ def versions(root: Path) -> list[int]:
     return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()) if root.is_dir() else []
 
 
-def gate(value: float, current: float | None, *, tolerance: float, floor: float) -> str:
-    """'' when the model may be published, else why not."""
+def gate(value: float, current: float | None, *, tolerance: float, floor: float,
+         health: dict[str, Any] | None = None) -> str:
+    """'' when the model may be published, else why not. A model that did not learn (its evaluation's health)
+    is refused whatever the floor."""
+    if health and not health.get("learned", True):
+        named = next((w for w in health.get("warnings", []) if w.startswith("did not learn")), "did not learn")
+        return f"the model {named}"
     if value < floor:
         return f"metric {value:.4f} is below the floor {floor:.4f}"
     if current is not None and value < current - tolerance:
@@ -79,7 +86,7 @@ def point_current(root: Path, version: int) -> None:
 
 class Publish(ArtifactTask):
     stage = "publish"
-    version = 1
+    version = 2
     reads = ("frozen", "evaluation")
     provides = "published"
 
@@ -109,7 +116,7 @@ class Publish(ArtifactTask):
             fcntl.flock(lock, fcntl.LOCK_EX)  # one publisher of this name at a time
             current = current_version(root)
             reason = gate(value, current[1]["value"] if current else None, tolerance=self.tolerance,
-                          floor=self.floor)
+                          floor=self.floor, health=metrics.get(HEALTH_KEY))
             decision: dict[str, Any] = {"name": self.published_name(), "metric": self.dataset_metric, "value": value,
                                         "current_version": current[0] if current else None,
                                         "current_value": current[1]["value"] if current else None}

@@ -8,7 +8,6 @@ must configure TensorFlow before its runtime starts (a cluster, or logical CPU d
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ import luigi
 
 from tasks.base import ArtifactTask
 from tasks.ops.dataset_info import DatasetInfo
+from tasks.ops.error_text import describe_error
+from tasks.ops.split_sizes import check_split_sizes
 from tasks.ops.strategies import CLUSTER_LIMITS, check_strategy, is_cluster_strategy
 
 MODEL_FILE = "model.keras"
@@ -39,7 +40,7 @@ class StrategyParameter(luigi.Parameter):
 
 class Train(ArtifactTask):
     stage = "train"
-    version = 3  # 3: every epoch shuffled from its own seed (a resumed run sees the uninterrupted run's batches)
+    version = 4
     reads = ("examples",)
     optional_reads = ("features",)  # with a bottleneck stage: train a head on its cached features
     provides = "model"
@@ -59,16 +60,22 @@ class Train(ArtifactTask):
     fine_tune_learning_rate = luigi.FloatParameter(default=1e-5, description="lower than the head's: the "
                                                                              "pretrained weights move little")
     model_options = luigi.DictParameter(default={}, description="extra keyword arguments for the builder")
-    epochs = luigi.IntParameter(default=10)
-    batch_size = luigi.IntParameter(default=64)
-    learning_rate = luigi.FloatParameter(default=1e-3)
+    epochs = luigi.IntParameter(default=0, description="passes over the training split (0: the dataset's budget "
+                                                        "rule, tasks/ops/budget.py)")
+    batch_size = luigi.IntParameter(default=0, description="the global batch (0: the dataset's)")
+    learning_rate = luigi.FloatParameter(default=0.0, description="the peak learning rate, reached after the "
+                                                                   "warm-up (0: the dataset's)")
+    class_weighting = luigi.ChoiceParameter(choices=["auto", "balanced", "none"], default="auto",
+                                            description="weigh the loss by inverse class frequency: auto = only "
+                                                        "when the largest class is >= 3x the smallest")
     optimizer = luigi.ChoiceParameter(choices=["adam", "sgd"], default="adam")
     momentum = luigi.FloatParameter(default=0.0, description="sgd: momentum (0 = plain gradient descent)")
     lr_schedule = luigi.ChoiceParameter(choices=["cosine", "constant"], default="cosine")
     jit_compile = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                       description="XLA; measure first (docs/PERFORMANCE.md)")
     seed = luigi.IntParameter(default=0)
-    patience = luigi.IntParameter(default=5, description="early stopping on val_loss")
+    patience = luigi.IntParameter(default=0, description="early stopping: epochs without a better val_loss "
+                                                          "(0: the dataset's)")
     shuffle_buffer = luigi.IntParameter(default=10_000)
     augment = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                   description="the dataset's default augmentation (training only)")
@@ -151,26 +158,62 @@ class Train(ArtifactTask):
         """Checkpoints and logs that must survive a killed process: outside the temporary build dir."""
         return self.artifact_root / self.stage / ".work" / f"{self.task_family}-{self.artifact_key}"
 
+    def budget(self, info: DatasetInfo) -> Any:
+        """Epochs, batch, learning rate, warm-up and patience: the user's values where set, else the dataset's
+        defaults sized to its training split by the budget rule."""
+        from tasks.ops.budget import resolve_budget
+
+        return resolve_budget(self.dataset_defaults, info.count("train"), epochs=self.epochs,
+                              batch_size=self.batch_size, learning_rate=self.learning_rate, patience=self.patience,
+                              max_steps=self.max_steps)
+
+    def class_weights(self, info: DatasetInfo) -> list[float] | None:
+        """Loss weights per class from the training split's label counts (single-label datasets only)."""
+        from tasks.ops.budget import class_weights
+
+        if info.num_heads != 1:
+            return None
+        from tasks.ops.input_pipeline import label_counts
+
+        files = shard_files(self.input_dir("examples"), info)["train"]
+        return class_weights(label_counts(files, info.num_classes), self.class_weighting)
+
     def train_config(self, info: DatasetInfo) -> Any:
         from tasks.ops.input_pipeline import AugmentConfig
         from tasks.ops.training import TrainConfig
 
         augment = (AugmentConfig(bool(self.dataset_default("flip_left_right")),
-                                 float(self.dataset_default("brightness")), float(self.dataset_default("contrast")))
+                                 float(self.dataset_default("brightness")), float(self.dataset_default("contrast")),
+                                 float(self.dataset_default("translate")))
                    if self.augment else AugmentConfig())
+        budget = self.budget(info)
+        weights = self.class_weights(info)
         return TrainConfig(
             model=self.model_name(), image_shape=info.image_shape, num_classes=info.num_classes,
-            num_heads=info.num_heads, epochs=self.epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, lr_schedule=self.lr_schedule, jit_compile=self.jit_compile,
+            num_heads=info.num_heads, epochs=budget.epochs, batch_size=budget.batch_size,
+            learning_rate=budget.learning_rate, lr_schedule=self.lr_schedule, jit_compile=self.jit_compile,
             optimizer=self.optimizer, momentum=self.momentum,
-            steps_per_epoch=max(1, math.ceil(info.count("train") / self.batch_size)),
+            steps_per_epoch=budget.steps_per_epoch, warmup_steps=budget.warmup_steps,
             train_examples=info.count("train"),
-            seed=self.seed, patience=self.patience,
+            seed=self.seed, patience=budget.patience,
             shuffle_buffer=self.shuffle_buffer, augment=augment, mixed_precision=self.mixed_precision,
             strategy=self.strategy, cpu_devices=self.cpu_devices, model_options=dict(self.model_options),
             input_autotune=self.input_autotune, max_steps=self.max_steps,
             checkpoint_every_steps=self.checkpoint_every_steps,
+            class_weights=tuple(weights) if weights else (),
         )
+
+    def training_replicas(self) -> int:
+        """The replicas sharing each training batch, as far as they are known before TensorFlow starts: the
+        logical CPUs of mirrored (its GPUs are counted by fit), the workers of a multi_worker cluster; else one
+        (every parameter-server worker reads the whole split)."""
+        if self.strategy == "mirrored":
+            return max(1, self.cpu_devices)
+        if self.strategy == "multi_worker":
+            from tasks.ops.cluster import cluster_from_env
+
+            return cluster_from_env(self.strategy).num_workers
+        return 1
 
     def check_cluster_options(self) -> None:
         """The options the custom loop does not have are refused before any work, with the reason."""
@@ -218,7 +261,7 @@ class Train(ArtifactTask):
                                                                              model_file=out_dir / MODEL_FILE),
                                          on_report=on_epoch)
         except BaseException as error:
-            rendezvous.finish(directory, run, f"{type(error).__name__}: {error}")
+            rendezvous.finish(directory, run, describe_error(error, named=True))
             raise
         rendezvous.finish(directory, run, None)
         return stats
@@ -232,6 +275,7 @@ class Train(ArtifactTask):
         files = shard_files(shards, info)
         if "validation" not in files:
             raise ValueError(f"{shards}: no validation split; set ImageDirs.validation_fraction > 0")
+        check_split_sizes(info, ("train", "validation"), replicas=self.training_replicas(), strategy=self.strategy)
         config = self.train_config(info)
         work = self.work_dir()
         if not is_cluster_strategy(self.strategy) and work.exists() and not (work / "backup").exists():
@@ -243,7 +287,7 @@ class Train(ArtifactTask):
 
         def on_epoch(epoch: int, logs: dict) -> None:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, float))
-            self.report_progress(epoch, self.epochs, f"epoch {epoch}/{self.epochs}: {shown}")
+            self.report_progress(epoch, config.epochs, f"epoch {epoch}/{config.epochs}: {shown}")
 
         stats: dict[str, Any] = {}
         if is_cluster_strategy(self.strategy):
@@ -252,7 +296,8 @@ class Train(ArtifactTask):
             self.fit_on_features(config, info, work, out_dir, on_epoch).save(out_dir / MODEL_FILE)
         else:
             samples, _ = load_split_arrays(shards, "train", limit=8)
-            job = FitRun(config, tuple(files["train"]), tuple(files["validation"]), work, samples, out_dir / MODEL_FILE)
+            job = FitRun(config, tuple(files["train"]), tuple(files["validation"]), work, samples, out_dir / MODEL_FILE,
+                         validation_examples=info.count("validation"))
             if config.cpu_devices:  # logical devices can be made only before TensorFlow starts
                 from tasks.ops.fresh_process import run_in_fresh_process
 
@@ -268,7 +313,8 @@ class Train(ArtifactTask):
                       "epochs_completed": epochs_run}
         (out_dir / "train_info.json").write_text(json.dumps(train_info, indent=2, sort_keys=True))
         shutil.rmtree(work, ignore_errors=True)
-        return {"epochs_completed": epochs_run, "model_file": MODEL_FILE, "started_at": started_at, **stats}
+        return {"epochs_completed": epochs_run, "model_file": MODEL_FILE, "started_at": started_at,
+                "budget": self.budget(info).to_json(), "class_weights": list(config.class_weights) or None, **stats}
 
 
 @dataclass(frozen=True)
@@ -281,6 +327,7 @@ class FitRun:
     work_dir: Path
     sample_images: Any
     model_file: Path
+    validation_examples: int | None = None  # the validation split's size (None: counted when needed)
 
 
 def fit_and_save(job: FitRun, report: Any = None) -> dict[str, Any]:
@@ -288,7 +335,8 @@ def fit_and_save(job: FitRun, report: Any = None) -> dict[str, Any]:
 
     stats: dict[str, Any] = {}
     model = fit(job.config, list(job.train_files), list(job.validation_files), job.work_dir,
-                sample_images=job.sample_images, on_epoch=report, stats=stats)
+                sample_images=job.sample_images, on_epoch=report, stats=stats,
+                validation_examples=job.validation_examples)
     model.save(job.model_file)
     return stats
 

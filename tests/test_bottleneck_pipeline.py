@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -246,3 +247,60 @@ def test_kill_9_during_extraction_then_a_rerun_gives_the_same_features(tmp_path:
         np.testing.assert_allclose(np.load(b / f"{split}.features.npy"), np.load(a / f"{split}.features.npy"),
                                    rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(np.load(b / f"{split}.keys.npy"), np.load(a / f"{split}.keys.npy"))
+
+
+def rescaling_backbone(path: Path) -> Path:
+    """keras-io's convention: a model beginning with ``Rescaling(1/255)``, i.e. taking 0-255 pixels."""
+    import keras
+
+    from tests.fakes.backbones import preprocessing_classifier
+
+    preprocessing_classifier(keras.layers.Rescaling(1 / 255), (32, 32, 3)).save(path)
+    return path
+
+
+def test_a_backbone_that_rescales_its_own_pixels_is_fed_0_255_and_its_head_learns(
+        photos: Path, tmp_path: Path, luigi_config) -> None:
+    from tasks.ops.features import MIN_FEATURE_SPREAD, feature_spread
+
+    backbone = rescaling_backbone(tmp_path / "rescaling.keras")
+    root = tmp_path / "artifacts"
+    assert run_until("freeze", photos, root, backbone, "--set", "Train.epochs=15", "--set", "Train.batch_size=16",
+                     "--set", "Train.learning_rate=0.03", "--set", "Train.patience=15") == 0
+    [features_dir] = stage_dirs(root, "bottleneck")
+    assert feature_spread(np.load(features_dir / "train.features.npy")) > 100 * MIN_FEATURE_SPREAD
+    description = json.loads((features_dir / "features.json").read_text())
+    assert description["input_range"] == "0-255" and "Rescaling" in description["input_range_reason"]
+    assert manifest_of(features_dir)["input_range"] == "0-255"
+    # Evaluate and freeze run the composed model on [0, 1] images: it scales them inside, as the features saw.
+    metrics = json.loads((stage_dirs(root, "evaluate")[0] / "metrics.json").read_text())
+    assert metrics["top1_accuracy"] > 0.6, metrics  # three classes: chance is 1/3
+    assert manifest_of(stage_dirs(root, "freeze")[0])["max_abs_diff"] <= 1e-5
+
+
+def test_the_same_backbone_fed_0_1_fails_on_constant_features(photos: Path, tmp_path: Path, luigi_config,
+                                                               capsys) -> None:
+    backbone = rescaling_backbone(tmp_path / "rescaling.keras")
+    root = tmp_path / "artifacts"
+    capsys.readouterr()
+    assert run_until("bottleneck", photos, root, backbone, "--set", "Bottleneck.input_range=0-1") != 0
+    output = capsys.readouterr()
+    assert re.search(rf"features of {re.escape(str(backbone))} are nearly constant across \d+ images "
+                     r"\(spread \de[+-]\d\d < 1e-03\): the backbone likely expects another input range than the 0-1 it "
+                     r"was fed; set Bottleneck\.input_range=0-1\|0-255\|-1-1", output.out + output.err)
+    assert stage_dirs(root, "bottleneck") == []  # no artifact, not even a partial one
+    # The constant features are cached where tfpipe always cached [0, 1]-fed ones; fed 0-255 (auto), the same
+    # backbone keys its features apart and reuses none of them. (--set stays in this process's Luigi config.)
+    assert run_until("bottleneck", photos, root, backbone, "--set", "Bottleneck.input_range=auto") == 0
+    [features_dir] = stage_dirs(root, "bottleneck")
+    assert manifest_of(features_dir)["features_computed"] == 90 and manifest_of(features_dir)["features_reused"] == 0
+
+
+def test_a_bad_input_range_is_refused_with_one_line(photos: Path, tmp_path: Path, luigi_config, capsys) -> None:
+    backbone = rescaling_backbone(tmp_path / "rescaling.keras")
+    assert run_until("bottleneck", photos, tmp_path / "artifacts", backbone,
+                     "--set", "Bottleneck.input_range=0-100") == 2
+    error = capsys.readouterr().err.strip()
+    assert error == ("tfpipe: error: --set Bottleneck.input_range=0-100: not a valid value for Bottleneck.input_range: "
+                     "input range must be one of auto, 0-1, 0-255, -1-1 (the pixel range the backbone takes), "
+                     "got '0-100'")

@@ -58,23 +58,57 @@ def test_an_unchanged_rerun_does_nothing(published, capsys) -> None:
         "1", "current"]
 
 
-def test_a_worse_model_is_refused_and_current_stays(published, capsys) -> None:
+def test_a_model_that_did_not_learn_is_refused_whatever_the_floor_and_current_stays(published, capsys) -> None:
     from tests.conftest import isolated_luigi_config
 
     photos, root = published
     with isolated_luigi_config(root):
         code = cli.main(["run", "images", "--source", str(photos), "--artifacts", str(root), "--publish", *TRAIN,
-                         "--set", "Train.epochs=1", "--set", "Train.learning_rate=1e-6"])
+                         "--set", "Train.epochs=1", "--set", "Train.learning_rate=1e-9",
+                         "--set", "Publish.floor=0.0", "--set", "Publish.tolerance=1.0"])
     assert code == 5  # [PublishGate] refused_exit_code
-    assert "not published" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "not published: the model did not learn" in captured.err + captured.out
+    assert "warning: model health: did not learn" in captured.out
     assert os.readlink(root / "published" / "images" / "current") == "1"
     assert not (root / "published" / "images" / "2").exists()
     refused = [d for d in stage_dirs(root, "publish")
                if not json.loads((d / "MANIFEST.json").read_text())["published"]]
     assert len(refused) == 1
     decision = json.loads((refused[0] / "publish.json").read_text())
-    assert "worse than the current model" in decision["reason"] and decision["current_version"] == 1
+    assert decision["reason"].startswith("the model did not learn") and decision["current_version"] == 1
     assert len(stage_dirs(root, "freeze")) == 2  # the refused model is kept
+    history = [json.loads(line) for line in (root / "runs" / "images.jsonl").read_text().splitlines()]
+    assert history[-1]["health"]["learned"] is False and history[-1]["published"] is False
+
+
+def test_without_publish_a_model_that_did_not_learn_exits_0_and_says_so(published, capsys) -> None:
+    from tests.conftest import isolated_luigi_config
+
+    photos, root = published
+    with isolated_luigi_config(root):  # the same model as the refused one: its stages are done
+        capsys.readouterr()
+        code = cli.main(["run", "images", "--source", str(photos), "--artifacts", str(root), *TRAIN,
+                         "--set", "Train.epochs=1", "--set", "Train.learning_rate=1e-9"])
+        out = capsys.readouterr().out
+        assert code == 0 and "warning: model health: did not learn" in out
+        assert cli.main(["history", "images"]) == 0
+    assert "did not learn" in capsys.readouterr().out.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("value", "current", "health", "reason"), [
+    (0.9, 0.8, None, ""),
+    (0.7, 0.8, None, "worse than the current model's 0.8000"),
+    (0.79, 0.8, None, ""),  # within the tolerance
+    (0.3, None, None, "below the floor 0.5000"),
+    (0.9, None, {"learned": False, "warnings": ["did not learn: test top1_accuracy 0.9 ..."]},
+     "the model did not learn: test top1_accuracy"),
+])
+def test_gate(value: float, current: float | None, health: dict | None, reason: str) -> None:
+    from tasks.publish import gate
+
+    got = gate(value, current, tolerance=0.02, floor=0.5, health=health)
+    assert (reason in got) if reason else got == ""
 
 
 def test_a_name_publishes_side_by_side_and_predict_reads_it(published, capsys) -> None:

@@ -300,6 +300,40 @@ def split_batch_paths(root: str | Path, spec: CifarSpec, split: str) -> list[Pat
     return paths
 
 
+def expected_files(spec: CifarSpec) -> tuple[str, ...]:
+    """Every file a ``spec`` archive holds that decoding reads: the meta file, then the batches in order."""
+    return (spec.meta_file, *spec.train_batches, *spec.test_batches)
+
+
+def spec_title(spec: CifarSpec) -> str:
+    """``CIFAR-10`` or ``CIFAR-100``, as the dataset's authors write it."""
+    return spec.name.upper().replace("CIFAR", "CIFAR-")
+
+
+def contents_listing(spec: CifarSpec) -> str:
+    """The files of ``expected_files`` in short: runs of three or more numbered ones collapsed
+    (``data_batch_1..5``)."""
+    runs: list[list[str]] = []
+    for name in expected_files(spec):
+        if runs and _follows(runs[-1][-1], name):
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return ", ".join(f"{run[0]}..{_numbered(run[-1])[1]}" if len(run) > 2 else ", ".join(run) for run in runs)
+
+
+def _follows(previous: str, name: str) -> bool:
+    """Whether ``name`` is ``previous`` numbered one higher (``data_batch_2`` after ``data_batch_1``)."""
+    stem, number = _numbered(name)
+    return number is not None and _numbered(previous) == (stem, number - 1)
+
+
+def _numbered(name: str) -> tuple[str, int | None]:
+    """(``data_batch_``, 3) for ``data_batch_3``; (name, None) for a name without a trailing number."""
+    stem = name.rstrip("0123456789")
+    return (stem, int(name[len(stem):])) if stem != name else (name, None)
+
+
 def read_spec_rows(path: Path, spec: CifarSpec) -> CifarBatch:
     """``read_cifar_rows`` with the label keys and class counts of ``spec``."""
     return read_cifar_rows(path, num_classes=spec.num_classes, label_key=spec.label_key,

@@ -419,3 +419,12 @@ def unpack(data: Path, dest: Path) -> Path:
     safe_extract(data, dest)
     extract_alz_archives(dest)
     return dest
+
+
+def shown_name(path: Path, unpacked: Path, data: Path) -> str:
+    """``path`` as a message names it, where ``unpack(data, ...)`` returned ``unpacked``: in a folder ``data``,
+    itself; in an extracted archive (a temporary folder nobody has seen), the archive and the member path."""
+    if data.is_dir() or not path.is_relative_to(unpacked):
+        return str(path)
+    member = path.relative_to(unpacked).as_posix()
+    return str(data) if member == "." else f"{data} member {member}"

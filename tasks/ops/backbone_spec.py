@@ -26,6 +26,11 @@ text                            kind      what is loaded
 
 SavedModel directories are recognised and refused: Keras 3 reloads them only as an opaque
 ``keras.layers.TFSMLayer`` over a serving endpoint, which exposes no inner layer to take features from.
+
+The model and freeze kinds also say which pixel range their network takes (``input_range``): ``0-1``
+(tfpipe's own pixels), ``0-255`` or ``-1-1``, or ``auto`` to read it from the model's leading
+``Rescaling``/``Normalization`` layer (``models.backbones.detect_input_range``). The keras and graph kinds
+do their own preprocessing and take ``auto`` only.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ FREEZE_INFO_FILE = "frozen_graph.json"  # tasks.ops.freeze.FROZEN_GRAPH_INFO_FIL
 FREEZE_MODEL_FILE = "model.keras"
 SAVED_MODEL_FILE = "saved_model.pb"
 IMAGENET_NOT_CACHED = "imagenet-not-cached"
+# The pixel ranges a backbone network may take (models.backbones.INPUT_RANGES; that module imports Keras),
+# and the value that reads the range from the model itself.
+INPUT_RANGE_AUTO = "auto"
+INPUT_RANGES = ("0-1", "0-255", "-1-1")
 # Bump when models/backbones.py changes the features it computes for the same spec and files (resizing,
 # preprocessing, JPEG quality of the graph kind, pooling): every backbone digest moves with it.
 LOADER_VERSION = 1
@@ -134,8 +143,9 @@ class BackboneSpec:
     """A parsed ``--backbone`` text (see the module docstring and `parse_backbone`).
 
     ``target`` is the application name (keras kind) or a resolved absolute path. ``weights`` matters for the keras
-    kind only (``"imagenet"``, ``"none"`` or a resolved weights file path); ``layer`` for the model and
-    freeze kinds (``""`` = the input of the last Dense layer); the tensor names for the graph kind.
+    kind only (``"imagenet"``, ``"none"`` or a resolved weights file path); ``layer`` and ``input_range`` for
+    the model and freeze kinds (``""`` = the input of the last Dense layer; ``"auto"`` = the range the model's
+    leading layers say); the tensor names for the graph kind.
     """
 
     kind: str
@@ -144,10 +154,14 @@ class BackboneSpec:
     layer: str = ""
     input_tensor: str = DEFAULT_INPUT_TENSOR
     output_tensor: str = DEFAULT_OUTPUT_TENSOR
+    input_range: str = INPUT_RANGE_AUTO
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"backbone kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.input_range not in (INPUT_RANGE_AUTO, *INPUT_RANGES):
+            raise ValueError(f"input_range must be one of {', '.join((INPUT_RANGE_AUTO, *INPUT_RANGES))}, "
+                             f"got {self.input_range!r}")
 
     @property
     def application(self) -> KerasApplication:
@@ -166,6 +180,15 @@ def keras_application(name: str) -> KerasApplication:
     hint = f" (did you mean {KERAS_PREFIX}{_APPLICATIONS_BY_LOWER[close[0]].name}?)" if close else ""
     names = ", ".join(app.name for app in KERAS_APPLICATIONS)
     raise ValueError(f"unknown Keras application {name!r}{hint}; supported applications: {names}")
+
+
+def parse_input_range(text: str) -> str:
+    """``text`` as one of ``auto`` and `INPUT_RANGES` (surrounding blanks ignored); ValueError naming the choices."""
+    value = text.strip().lower()
+    if value != INPUT_RANGE_AUTO and value not in INPUT_RANGES:
+        choices = ", ".join((INPUT_RANGE_AUTO, *INPUT_RANGES))
+        raise ValueError(f"input range must be one of {choices} (the pixel range the backbone takes), got {text!r}")
+    return value
 
 
 def keras_cache_dir() -> Path:
@@ -197,15 +220,20 @@ def parse_backbone(
     layer: str = "",
     input_tensor: str = DEFAULT_INPUT_TENSOR,
     output_tensor: str = DEFAULT_OUTPUT_TENSOR,
+    input_range: str = INPUT_RANGE_AUTO,
 ) -> BackboneSpec:
     """The `BackboneSpec` a ``--backbone`` text names; ValueError naming the text when it names none.
 
     Paths must exist and are resolved (``~`` expanded, made absolute, symlinks followed). Options that
     the kind would ignore are refused rather than silently dropped: ``weights`` other than the default
-    for a non-keras kind, ``layer`` for the keras and graph kinds, non-default tensor names for a
-    non-graph kind. Tensor names without an output index get ``:0``.
+    for a non-keras kind, ``layer`` and an ``input_range`` other than ``auto`` for the keras and graph
+    kinds, non-default tensor names for a non-graph kind. Tensor names without an output index get ``:0``.
     """
     raw = text
+    try:
+        input_range = parse_input_range(input_range)
+    except ValueError as err:
+        raise ValueError(f"backbone {raw!r}: {err}") from None
     text = text.strip()
     if not text:
         raise ValueError(f"backbone {raw!r}: empty backbone spec; {ACCEPTED}")
@@ -214,7 +242,8 @@ def parse_backbone(
             app = keras_application(text[len(KERAS_PREFIX) :])
         except ValueError as err:
             raise ValueError(f"backbone {raw!r}: {err}") from None
-        _refuse_options(raw, "keras", layer=layer, input_tensor=input_tensor, output_tensor=output_tensor)
+        _refuse_options(raw, "keras", layer=layer, input_tensor=input_tensor, output_tensor=output_tensor,
+                        input_range=input_range)
         return BackboneSpec(kind="keras", target=app.name, weights=_parsed_weights(raw, weights))
 
     path = Path(os.path.expanduser(text))
@@ -224,7 +253,8 @@ def parse_backbone(
     kind = _kind_of_path(raw, path)
     if weights != WEIGHTS_IMAGENET:
         raise ValueError(f"backbone {raw!r}: weights={weights!r} applies to {KERAS_PREFIX} backbones only")
-    _refuse_options(raw, kind, layer=layer, input_tensor=input_tensor, output_tensor=output_tensor)
+    _refuse_options(raw, kind, layer=layer, input_tensor=input_tensor, output_tensor=output_tensor,
+                    input_range=input_range)
     if kind == "graph":
         return BackboneSpec(
             kind=kind,
@@ -232,7 +262,7 @@ def parse_backbone(
             input_tensor=_tensor_name(raw, input_tensor),
             output_tensor=_tensor_name(raw, output_tensor),
         )
-    return BackboneSpec(kind=kind, target=str(path), layer=layer.strip())
+    return BackboneSpec(kind=kind, target=str(path), layer=layer.strip(), input_range=input_range)
 
 
 def _kind_of_path(raw: str, path: Path) -> str:
@@ -293,9 +323,13 @@ def _parsed_weights(raw: str, weights: str) -> str:
     return os.path.realpath(path)
 
 
-def _refuse_options(raw: str, kind: str, *, layer: str, input_tensor: str, output_tensor: str) -> None:
+def _refuse_options(raw: str, kind: str, *, layer: str, input_tensor: str, output_tensor: str,
+                    input_range: str) -> None:
     if layer.strip() and kind in ("keras", "graph"):
         raise ValueError(f"backbone {raw!r}: layer={layer!r} applies to model and freeze backbones only")
+    if input_range != INPUT_RANGE_AUTO and kind in ("keras", "graph"):
+        raise ValueError(f"backbone {raw!r}: input_range={input_range!r} applies to model and freeze backbones only "
+                         "(a Keras application or a frozen graph does its own preprocessing)")
     if kind != "graph" and (input_tensor, output_tensor) != (DEFAULT_INPUT_TENSOR, DEFAULT_OUTPUT_TENSOR):
         raise ValueError(f"backbone {raw!r}: input/output tensor names apply to frozen GraphDef (.pb) backbones only")
 
@@ -326,7 +360,9 @@ def backbone_digest(spec: BackboneSpec, *, cache_file: Path | None = None) -> st
       yet (it would be downloaded; the digest moves once it is cached), and the installed Keras version
       (``importlib.metadata``; the architecture is Keras code).
     - model, freeze: the content digest of the file / directory (``fingerprint_path``: every byte of every
-      file, names, symlink targets; not the path itself) and ``layer``.
+      file, names, symlink targets; not the path itself) and ``layer``. Not ``input_range``: the range the
+      network is fed is preprocessing, keyed with the range actually fed (detected or given) in the feature
+      cache's namespace (``tasks/bottleneck.py``), so the features of every other range stay cached.
     - graph: the content digest of the ``.pb`` and both tensor names.
 
     ``cache_file`` is the stat cache of ``fingerprint_path`` (``stat_cache_path(artifact_root)``); with it

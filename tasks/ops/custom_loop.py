@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tasks.ops.split_sizes import check_training_replicas
 from tasks.ops.training import (
     TrainConfig,
     TrainingDivergedError,
@@ -142,6 +143,9 @@ class CustomLoop:
             # Multi-head labels (B, heads): one loss per example, the mean over its heads (as fit's reduction).
             per_example = tf.reshape(per_element, [tf.shape(per_element)[0], -1])
             per_example = tf.reduce_mean(per_example, axis=1)
+            if self.config.class_weights:  # single-label data only (Train sets no weights for multi-head)
+                weights = tf.constant(self.config.class_weights, tf.float32)
+                per_example *= tf.gather(weights, tf.reshape(labels, [-1]))
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
             if self.model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
@@ -302,8 +306,11 @@ class ClusterRun:
 
 def sharded_training_input(config: TrainConfig, files: tuple[str, ...], image_format: str) -> DatasetFn:
     """Each input pipeline (one per worker) reads its own part of the shards, batches of the per-replica size,
-    repeated without end: the loop decides how many steps to take."""
+    repeated without end: the loop decides how many steps to take. Shards without a record are left out, so
+    that no worker's part is empty while the split holds an example per worker."""
     from tasks.ops.input_pipeline import make_dataset
+
+    files = tuple(name for name in files if Path(name).stat().st_size > 0) or files
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         return make_dataset(list(files), image_shape=config.image_shape, num_heads=config.num_heads,
@@ -327,6 +334,8 @@ def train_on_cluster(run: ClusterRun, report: Callable[..., None] | None = None)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"Train.batch_size={config.batch_size} (the global batch) does not split evenly over "
                          f"{strategy.num_replicas_in_sync} replicas")
+    if config.train_examples:  # Train checks it first where it can count the replicas without TensorFlow
+        check_training_replicas(config.train_examples, strategy.num_replicas_in_sync, config.strategy)
     keras.utils.set_random_seed(config.seed)
     validation = make_dataset(list(run.validation_files), image_shape=config.image_shape,
                               num_heads=config.num_heads, batch_size=max(config.batch_size, 256), training=False,

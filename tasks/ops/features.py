@@ -2,6 +2,9 @@
 
 No Luigi. Views: view 0 is the plain image; views 1..K are seeded augmentations of it (flip, brightness,
 contrast), fixed by (content key, view, seed), so a cached view is the same view on every rerun.
+
+Features that hardly vary across images are refused (`check_features_vary`): a head trained on them stays
+at chance, typically because the backbone was fed pixels in another range than it was made for.
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ from tasks.ops.shards import iter_split_batches
 # Computed rows are written to the cache every this many, so a killed extraction keeps most of its work.
 PACK_ROWS = 4096
 ProgressFn = Callable[[int], None]
+# Below this median relative spread across images, features are nearly constant: a backbone that divides by
+# 255 pixels already in [0, 1] gives about 4e-4; real features spread by 1e-1 or more.
+MIN_FEATURE_SPREAD = 1e-3
+_SPREAD_EPSILON = 1e-8
+
+
+class ConstantFeaturesError(ValueError):
+    """Backbone features nearly the same for every image: nothing for a head to learn from."""
 
 
 @dataclass
@@ -99,6 +110,35 @@ def extract(model: object, batches: Iterator[tuple[np.ndarray, np.ndarray, np.nd
     if not parts_out:
         raise ValueError("no examples to extract features from")
     return np.concatenate(parts_out), np.concatenate(labels_out), np.concatenate(keys_out), counts
+
+
+def feature_spread(features: np.ndarray) -> float | None:
+    """Median over features of (std across images / (mean |feature| + 1e-8)); None below 2 images.
+
+    Features that are zero for every image (dead ReLU units) are left out: they carry no signal whatever the
+    input, and a backbone may have many. All features dead gives 0.
+    """
+    if len(features) < 2:
+        return None
+    values = np.asarray(features, dtype=np.float64)
+    live = (values != 0).any(axis=0)
+    if not live.any():
+        return 0.0
+    values = values[:, live]
+    relative = values.std(axis=0) / (np.abs(values).mean(axis=0) + _SPREAD_EPSILON)
+    return float(np.median(relative))
+
+
+def check_features_vary(features: np.ndarray, keys: np.ndarray, *, backbone: str, hint: str) -> None:
+    """ConstantFeaturesError (one line: ``backbone``, the spread, ``hint``) when the features of the distinct
+    images (by content key; duplicates would look constant) are nearly constant. Fewer than 2 pass."""
+    _, first_rows = np.unique(np.asarray(keys), return_index=True)
+    distinct = np.asarray(features)[np.sort(first_rows)]
+    spread = feature_spread(distinct)
+    if spread is not None and spread < MIN_FEATURE_SPREAD:
+        raise ConstantFeaturesError(
+            f"features of {backbone} are nearly constant across {len(distinct)} images "
+            f"(spread {spread:.0e} < {MIN_FEATURE_SPREAD:.0e}): {hint}")
 
 
 def _flush(cache: FeatureCache, keys: list[np.ndarray], rows: list[np.ndarray]) -> None:

@@ -3,7 +3,8 @@
 MultiWorkerMirroredStrategy configures collective ops, and splitting the CPU into logical devices configures the
 devices; TensorFlow allows both only at program start ("Collective ops must be configured at program startup"),
 and a Luigi worker that built earlier stages has long started it. The child is spawned (not forked), dies with
-its parent (PR_SET_PDEATHSIG, or a watchdog thread), sends ``report(...)`` calls back as they happen, and
+its parent (PR_SET_PDEATHSIG, or a watchdog thread), takes the parent's output settings
+(``tasks.ops.quiet``) before it imports the function, sends ``report(...)`` calls back as they happen, and
 returns the function's result or re-raises its exception in the parent.
 """
 
@@ -12,12 +13,16 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from tasks.ops.error_text import describe_error, keep_description
+from tasks.ops.quiet import quiet_this_process
 
 PR_SET_PDEATHSIG = 1
 Report = Callable[..., None]
@@ -41,19 +46,29 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _child(function: Callable[..., Any], argument: Any, messages: Any, parent: int) -> None:
+def _child(payload: bytes, messages: Any, parent: int) -> None:
     _die_with_parent(parent)
+    # Before the function's module is imported (it may import TensorFlow): the parent's output settings.
+    quiet_this_process()
 
     def report(*values: Any) -> None:
         messages.put(("report", values))
 
     try:
+        function, argument = pickle.loads(payload)
         messages.put(("result", function(argument, report)))
     except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent, which re-raises it
-        try:
-            messages.put(("error", error))
-        except Exception:  # noqa: BLE001 - an exception that does not pickle: its text does
-            messages.put(("error", RuntimeError(f"{type(error).__name__}: {error}")))
+        keep_description(error)  # its traceback stays here: where a message-less error was raised goes with it
+        messages.put(("error", error if pickles(error) else RuntimeError(describe_error(error, named=True))))
+
+
+def pickles(value: Any) -> bool:
+    """Whether ``value`` pickles (the queue pickles in a thread of its own, where a failure would be lost)."""
+    try:
+        pickle.dumps(value)
+    except Exception:  # noqa: BLE001 - any failure to pickle means: send the text instead
+        return False
+    return True
 
 
 def run_in_fresh_process(function: Callable[[Any, Report], Any], argument: Any,
@@ -62,7 +77,9 @@ def run_in_fresh_process(function: Callable[[Any, Report], Any], argument: Any,
     here. ``function`` must be importable by name (a module-level function) and ``argument`` picklable."""
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
-    child = context.Process(target=_child, args=(function, argument, messages, os.getpid()), daemon=True)
+    # Pickled here, unpickled in the child by ``_child``: unpickling imports the function's module.
+    payload = pickle.dumps((function, argument))
+    child = context.Process(target=_child, args=(payload, messages, os.getpid()), daemon=True)
     child.start()
     try:
         while True:

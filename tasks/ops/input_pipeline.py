@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -31,16 +32,18 @@ class AugmentConfig:
     """Training-time augmentation, applied per image; the defaults disable everything.
 
     ``brightness`` is the max absolute delta added to pixels in [0, 1]; ``contrast`` is the max delta of
-    the contrast factor around 1 (a factor drawn from [1 - contrast, 1 + contrast]).
+    the contrast factor around 1 (a factor drawn from [1 - contrast, 1 + contrast]). ``translate`` shifts each
+    image by whole pixels, up to that share of its height and width, repeating the edge pixels.
     """
 
     flip_left_right: bool = False
     brightness: float = 0.0
     contrast: float = 0.0
+    translate: float = 0.0  # max shift, as a share of the side, in each direction
 
     @property
     def enabled(self) -> bool:
-        return self.flip_left_right or self.brightness > 0 or self.contrast > 0
+        return self.flip_left_right or self.brightness > 0 or self.contrast > 0 or self.translate > 0
 
 
 def read_format(files: Sequence[str]) -> str:
@@ -212,10 +215,12 @@ def _augment(dataset: tf.data.Dataset, config: AugmentConfig, seed: int) -> tf.d
 
 def augment_images(images: tf.Tensor, config: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
     """Randomly flip / brighten / change contrast of each image of a (B,H,W,C) batch in [0, 1]."""
-    flip_seed, brightness_seed, contrast_seed = tf.unstack(
-        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+    flip_seed, brightness_seed, contrast_seed, translate_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     )
     batch = tf.shape(images)[0]
+    if config.translate > 0:
+        images = translate_images(images, config.translate, translate_seed)
     if config.flip_left_right:
         images = tf.image.stateless_random_flip_left_right(images, flip_seed)
     if config.brightness > 0:
@@ -230,3 +235,30 @@ def augment_images(images: tf.Tensor, config: AugmentConfig, seed: tf.Tensor) ->
     if config.brightness > 0 or config.contrast > 0:
         images = tf.clip_by_value(images, 0.0, 1.0)
     return images
+
+
+def translate_images(images: tf.Tensor, share: float, seed: tf.Tensor) -> tf.Tensor:
+    """Shift each image of a (B,H,W,C) batch by its own whole-pixel offset, up to ``share`` of each side."""
+    batch = tf.shape(images)[0]
+    height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+    limits = tf.stack([width, height]) * share
+    shifts = tf.round(tf.random.stateless_uniform([batch, 2], seed, -1.0, 1.0) * limits)
+    ones, zeros = tf.ones([batch, 1]), tf.zeros([batch, 1])
+    # Each row maps an output pixel (x, y) to the input pixel (x + dx, y + dy).
+    transforms = tf.concat([ones, zeros, shifts[:, :1], zeros, ones, shifts[:, 1:], zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+        interpolation="NEAREST", fill_mode="NEAREST")
+
+
+def label_counts(files: Sequence[str], num_classes: int) -> list[int]:
+    """Examples per class of single-label TFRecord shards (reads the labels alone)."""
+    if not files:
+        return [0] * num_classes
+    features = {KEY_LABEL: tf.io.FixedLenFeature([1], tf.int64)}
+    labels = tf.data.TFRecordDataset(list(files), num_parallel_reads=min(len(files), 8)).batch(4096).map(
+        lambda serialized: tf.reshape(tf.io.parse_example(serialized, features)[KEY_LABEL], [-1]))
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for batch in labels.as_numpy_iterator():
+        counts += np.bincount(batch, minlength=num_classes)[:num_classes]
+    return counts.tolist()

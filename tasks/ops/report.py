@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from tasks.ops.health import HEALTH_KEY, balanced_scores  # noqa: E402
 from tasks.ops.plot_text import drawable_label  # noqa: E402
 
 MAX_TICK_LABELED_CLASSES = 40
@@ -90,6 +91,7 @@ class MetricsAccumulator:
             "top_k": self.top_k,
             "top1_accuracy": _ratio(int(np.trace(self.confusion)), characters),
             "top_k_accuracy": _ratio(self.top_k_hits, characters),
+            **balanced_scores(self.confusion),
             "per_class": _per_class_table(self.confusion, self.class_names),
             "confusion_matrix": self.confusion.tolist(),
         }
@@ -136,15 +138,13 @@ def _per_class_table(confusion: np.ndarray, class_names: list[str]) -> list[dict
     true_positives = np.diag(confusion)
     predicted = confusion.sum(axis=0)
     support = confusion.sum(axis=1)
-    return [
-        {
-            "class": name,
-            "precision": float(true_positives[i] / predicted[i]) if predicted[i] else 0.0,
-            "recall": float(true_positives[i] / support[i]) if support[i] else 0.0,
-            "support": int(support[i]),
-        }
-        for i, name in enumerate(class_names)
-    ]
+    rows = []
+    for i, name in enumerate(class_names):
+        precision = float(true_positives[i] / predicted[i]) if predicted[i] else 0.0
+        recall = float(true_positives[i] / support[i]) if support[i] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1, "support": int(support[i])})
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -330,15 +330,18 @@ def _save(fig: Any, path: Path) -> Path:
 # HTML
 
 
-def write_html_report(path: Path, *, title: str, metrics: dict[str, Any], images: dict[str, Path]) -> Path:
-    """A single self-contained HTML file: scalar metrics, per-class table, confusion table (<= 20
-    classes) and every image in ``images`` (caption -> PNG path) embedded as a base64 data URI."""
+def write_html_report(path: Path, *, title: str, metrics: dict[str, Any], images: dict[str, Path],
+                      curves: Path | None = None) -> Path:
+    """A single self-contained HTML file: the model's health (``metrics["health"]``, with the training
+    ``curves``) first, then scalar metrics, per-class table, confusion table (<= 20 classes) and every image in
+    ``images`` (caption -> PNG path) embedded as a base64 data URI."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        *_health_section(metrics.get(HEALTH_KEY), curves),
         "<h2>Summary</h2>",
         _scalar_table(metrics),
     ]
@@ -357,7 +360,44 @@ def write_html_report(path: Path, *, title: str, metrics: dict[str, Any], images
     return path
 
 
+HEALTH_ROWS = (
+    ("metric", "test metric"), ("value", "test value"), ("chance_level", "chance level"),
+    ("best_epoch", "best epoch (weights kept)"), ("epochs_completed", "epochs run"),
+    ("train_accuracy", "train accuracy at the best epoch"),
+    ("validation_accuracy", "validation accuracy at the best epoch"),
+    ("train_validation_gap", "train - validation accuracy"), ("best_val_loss", "best validation loss"),
+    ("loss_at_chance", "loss of a uniform guess (ln K)"),
+)
+
+
+def _health_section(health: dict[str, Any] | None, curves: Path | None) -> list[str]:
+    """The verdict, its warnings, the numbers behind it and the training curves."""
+    if not health:
+        return [] if curves is None else ["<h2>Training curves</h2>", _embedded_png(Path(curves), "Training curves")]
+    warnings = health.get("warnings") or []
+    if not health.get("learned", True):
+        verdict = '<p class="verdict bad">Do not trust this model: it did not learn.</p>'
+    elif warnings:
+        verdict = '<p class="verdict warn">Usable, with the warnings below.</p>'
+    else:
+        verdict = '<p class="verdict good">Healthy: well above chance, no warning.</p>'
+    parts = ["<h2>Model health</h2>", verdict]
+    if warnings:
+        parts.append("<ul class=\"warnings\">" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>")
+    rows = "".join(f"<tr><th>{html.escape(label)}</th><td>{_format_value(health[key])}</td></tr>"
+                   for key, label in HEALTH_ROWS if health.get(key) is not None)
+    never = health.get("classes_never_predicted") or []
+    rows += f"<tr><th>classes never predicted</th><td>{len(never)}</td></tr>"
+    parts.append(f"<table>{rows}</table>")
+    if curves is not None:
+        parts += ["<h3>Training curves</h3>", _embedded_png(Path(curves), "Training curves")]
+    return parts
+
+
 _CSS = (
+    ".verdict{font-size:1.2em;font-weight:bold;padding:6px 10px;border-radius:4px;display:inline-block}"
+    ".good{background:#e3f5e1;color:#1d5e20}.warn{background:#fff4d6;color:#7a5300}"
+    ".bad{background:#fde2e1;color:#8a1c17}.warnings li{margin:4px 0}"
     "body{font-family:sans-serif;margin:2em;max-width:1100px}"
     "table{border-collapse:collapse;margin-bottom:1.5em}"
     "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
@@ -375,14 +415,14 @@ def _format_value(value: Any) -> str:
 
 
 def _scalar_table(metrics: dict[str, Any]) -> str:
-    skip = {"per_class", "confusion_matrix"}
+    skip = {"per_class", "confusion_matrix", HEALTH_KEY}
     rows = [
         f"<tr><th>{html.escape(str(key))}</th><td>{_format_value(value)}</td></tr>"
         for key, value in metrics.items()
         if key not in skip and not isinstance(value, dict)
     ]
     for key, value in metrics.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in skip:
             rows += [
                 f"<tr><th>{html.escape(f'{key}.{sub}')}</th><td>{_format_value(v)}</td></tr>"
                 for sub, v in value.items()

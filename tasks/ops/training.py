@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from models import build_model
 from models.heads import build_feature_head
-from tasks.ops.input_pipeline import AugmentConfig, make_dataset
+from tasks.ops.input_pipeline import AugmentConfig, count_records, make_dataset
+from tasks.ops.split_sizes import validation_batching, whole_batch
 from tasks.ops.strategies import check_strategy
 
 
@@ -55,6 +56,8 @@ class TrainConfig:
     train_examples: int = 0  # the training split's size (0: unknown; batches per epoch from steps_per_epoch)
     max_steps: int = 0  # stop after this many optimizer steps (0: epochs x steps_per_epoch)
     checkpoint_every_steps: int = 0  # resumable checkpoint every N steps (0: at every epoch end)
+    warmup_steps: int = 0  # cosine: the learning rate rises linearly from 0 over these first steps
+    class_weights: tuple[float, ...] = ()  # loss weight per class (empty: every class weighs 1)
 
     @property
     def total_steps(self) -> int:
@@ -103,7 +106,11 @@ def learning_rate(config: TrainConfig) -> float | keras.optimizers.schedules.Lea
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {config.lr_schedule!r}")
     if config.steps_per_epoch < 1:
         raise ValueError("the cosine schedule needs steps_per_epoch >= 1")
-    return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.total_steps)
+    warmup = min(max(config.warmup_steps, 0), max(config.total_steps - 1, 0))
+    if not warmup:
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.total_steps)
+    return keras.optimizers.schedules.CosineDecay(0.0, config.total_steps - warmup, warmup_target=config.learning_rate,
+                                                  warmup_steps=warmup)
 
 
 OPTIMIZERS = ("adam", "sgd")
@@ -257,6 +264,11 @@ class SampleImages(keras.callbacks.Callback):
         writer.close()
 
 
+def class_weight_map(config: TrainConfig) -> dict[int, float] | None:
+    """``config.class_weights`` as Keras's ``class_weight`` argument (None: unweighted)."""
+    return {index: float(weight) for index, weight in enumerate(config.class_weights)} or None
+
+
 def fit(
     config: TrainConfig,
     train_files: Sequence[str],
@@ -266,14 +278,17 @@ def fit(
     sample_images: np.ndarray | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     stats: dict | None = None,
+    validation_examples: int | None = None,
 ) -> keras.Model:
     """Train ``config.model`` on TFRecord shards (resuming from ``work_dir/backup`` if present); returns the
-    model with the best weights. Raises TrainingDivergedError when the loss stops being finite."""
+    model with the best weights. Raises TrainingDivergedError when the loss stops being finite.
+    ``validation_examples``: the validation split's size, when known (else counted where it matters)."""
     discard_unreadable_checkpoints(work_dir)  # before reading the epoch: a discarded backup restarts at 0
     first_epoch = resumed_epoch(work_dir)
     forget_epochs_from(work_dir, first_epoch)
     return fit_model(config, lambda: compile_model(config),
-                     lambda: tfrecord_datasets(config, train_files, validation_files, first_epoch=first_epoch),
+                     lambda: tfrecord_datasets(config, train_files, validation_files, first_epoch=first_epoch,
+                                               validation_examples=validation_examples),
                      work_dir, sample_images=sample_images, on_epoch=on_epoch, stats=stats,
                      steps_per_epoch=batches_per_epoch(config))
 
@@ -321,29 +336,46 @@ def resumed_epoch(work_dir: Path) -> int:
         return 0
 
 
+def replicas_in_sync(config: TrainConfig) -> int:
+    """The replicas ``make_strategy`` trains ``config`` on: one, or under mirrored ``cpu_devices``, else every
+    local GPU (else the CPU alone)."""
+    if config.strategy != "mirrored":
+        return 1
+    return config.cpu_devices or len(tf.config.list_logical_devices("GPU")) or 1
+
+
 def batches_per_epoch(config: TrainConfig) -> int:
-    """Training batches in one pass over the split: whole batches only under mirrored (see tfrecord_datasets)."""
-    if config.strategy == "mirrored" and config.train_examples:
-        return max(1, config.train_examples // config.batch_size)
+    """Training batches in one pass over the split: whole ones only over several replicas (tfrecord_datasets)."""
+    replicas = replicas_in_sync(config)
+    if replicas > 1 and config.train_examples:
+        return config.train_examples // whole_batch(config.batch_size, config.train_examples, replicas,
+                                                    config.strategy)
     return config.steps_per_epoch
 
 
 def tfrecord_datasets(config: TrainConfig, train_files: Sequence[str], validation_files: Sequence[str], *,
-                      first_epoch: int | None = None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+                      first_epoch: int | None = None, validation_examples: int | None = None,
+                      ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """(shuffled, augmented training batches; validation batches in file order) of TFRecord shards.
 
     With ``first_epoch``, the training batches are the epochs from ``first_epoch`` to the last one by one, each
     shuffled and augmented from seeds of its own (the run's seed and the epoch's number): a run resumed at
     epoch k sees exactly the batches an uninterrupted run saw from epoch k on. ``fit`` then needs
     ``steps_per_epoch`` (``batches_per_epoch``). Without it, one pass, reshuffled by tf.data every epoch.
+
+    Over several replicas (mirrored) the batches are formed so that Keras splits them (tasks/ops/split_sizes.py):
+    whole training batches, of a smaller global batch for a split smaller than ``config.batch_size``, and every
+    validation example counting equally. ``validation_examples`` is the validation split's size (counted if None).
     """
-    # Under mirrored, Keras 3 cannot take a final batch that splits unevenly over the replicas (its per-replica
-    # tensors are summed with AddN): every batch is whole there.
-    even = config.strategy == "mirrored"
+    replicas = replicas_in_sync(config)
+    even = replicas > 1
+    # A split of unknown size (train_examples 0) is taken to hold at least one batch.
+    batch_size = whole_batch(config.batch_size, config.train_examples or config.batch_size, replicas,
+                             config.strategy)
 
     def one_pass(seed: int) -> tf.data.Dataset:
         return make_dataset(train_files, image_shape=config.image_shape, num_heads=config.num_heads,
-                            batch_size=config.batch_size, training=True, augment=config.augment,
+                            batch_size=batch_size, training=True, augment=config.augment,
                             shuffle_buffer=config.shuffle_buffer, seed=seed, autotune=config.input_autotune,
                             drop_remainder=even)
 
@@ -354,10 +386,20 @@ def tfrecord_datasets(config: TrainConfig, train_files: Sequence[str], validatio
         train = passes[0] if passes else one_pass(config.seed).take(0)
         for more in passes[1:]:
             train = train.concatenate(more)
-    validation = make_dataset(validation_files, image_shape=config.image_shape, num_heads=config.num_heads,
-                              batch_size=config.batch_size if even else max(config.batch_size, 256), training=False,
-                              autotune=config.input_autotune, drop_remainder=even)
-    return train, validation
+    return train, validation_dataset(config, validation_files, replicas, validation_examples)
+
+
+def validation_dataset(config: TrainConfig, files: Sequence[str], replicas: int, examples: int | None = None
+                       ) -> tf.data.Dataset:
+    """Validation batches in file order, formed for ``replicas`` replicas (``validation_batching``; a split
+    read more than once is the files listed that many times)."""
+    preferred = max(config.batch_size, 256)
+    batch_size, passes = preferred, 1
+    if replicas > 1:
+        examples = count_records(files) if examples is None else examples
+        batch_size, passes = validation_batching(examples, replicas, preferred)
+    return make_dataset(list(files) * passes, image_shape=config.image_shape, num_heads=config.num_heads,
+                        batch_size=batch_size, training=False, autotune=config.input_autotune)
 
 
 def fine_tune(
@@ -405,10 +447,14 @@ def fit_head(
         return model
 
     def datasets() -> tuple[tf.data.Dataset, tf.data.Dataset]:
+        # Batched for the replicas as tfrecord_datasets does (tasks/ops/split_sizes.py).
+        replicas = replicas_in_sync(config)
+        batch_size = whole_batch(config.batch_size, len(train[0]), replicas, config.strategy)
+        validation_batch, passes = validation_batching(len(validation[0]), replicas, max(config.batch_size, 256))
         shuffled = tf.data.Dataset.from_tensor_slices(train).shuffle(
             min(len(train[0]), config.shuffle_buffer), seed=config.seed, reshuffle_each_iteration=True)
-        return (shuffled.batch(config.batch_size).prefetch(2),
-                tf.data.Dataset.from_tensor_slices(validation).batch(max(config.batch_size, 256)))
+        return (shuffled.batch(batch_size, drop_remainder=replicas > 1).prefetch(2),
+                tf.data.Dataset.from_tensor_slices(validation).repeat(passes).batch(validation_batch))
 
     return fit_model(config, build, datasets, work_dir, on_epoch=on_epoch)
 
@@ -455,7 +501,7 @@ def fit_model(
         if config.max_steps:
             callbacks.append(StopAtStep(config.max_steps))
         model.fit(train, validation_data=validation, epochs=config.epochs_to_run, callbacks=callbacks, verbose=2,
-                  steps_per_epoch=steps_per_epoch)
+                  steps_per_epoch=steps_per_epoch, class_weight=class_weight_map(config))
         if guard.bad_batch is not None:
             epoch, batch = guard.bad_batch
             raise TrainingDivergedError(f"loss became non-finite in epoch {epoch + 1}, batch {batch}")

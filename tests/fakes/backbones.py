@@ -2,6 +2,7 @@
 
 - a Keras application's weights file (built with ``weights=None``; no ImageNet download is possible here);
 - a small tfpipe-style ``.keras`` classifier (features = the input of its ``logits`` Dense layer);
+- a keras-io-style classifier that preprocesses its own pixels (a leading ``Rescaling`` or ``Normalization``);
 - a tfpipe-freeze-like directory: ``model.keras`` plus the real ``frozen_graph.json`` format;
 - a hand-written GraphDef with the 2015 Inception-v3 graph's tensor names (``DecodeJpeg/contents`` ->
   ``pool_3/_reshape``) and legacy ``BatchNormWithGlobalNormalization`` nodes, written as raw NodeDefs
@@ -48,6 +49,26 @@ def small_classifier(
     x = keras.layers.Dense(classes, name="logits")(x)
     outputs = keras.layers.Activation("softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="small_classifier")
+
+
+def preprocessing_classifier(
+    preprocessing: keras.layers.Layer, input_shape: tuple[int, int, int] = (32, 32, 3), *, seed: int = 0
+) -> keras.Model:
+    """keras-io's convention: ``image`` -> ``preprocessing`` (e.g. ``Rescaling(1/255)``) -> conv -> pool ->
+    Dense ``penultimate`` (8) -> Dense ``old_head``. Biases as training leaves them, not Keras's initial 0:
+    the conv units' are negative (each fires on the colours it detects, not on dark pixels), the penultimate's
+    positive. Fed pixels 255 times smaller than it takes, no conv unit fires and every image gets the same
+    features (the bias path alone); fed the pixels it takes, its features tell the fake image classes apart."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(input_shape, name="image")
+    x = preprocessing(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", kernel_initializer=keras.initializers.RandomNormal(stddev=1.0),
+                            bias_initializer=keras.initializers.Constant(-0.5), name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(8, activation="relu", bias_initializer=keras.initializers.Constant(1.0),
+                           name="penultimate")(x)
+    outputs = keras.layers.Dense(4, activation="softmax", name="old_head")(x)
+    return keras.Model(inputs, outputs, name="preprocessing_classifier")
 
 
 def write_freeze_dir(directory: Path, model: keras.Model, image_shape: tuple[int, int, int]) -> Path:

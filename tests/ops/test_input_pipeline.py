@@ -15,8 +15,10 @@ import tensorflow as tf  # noqa: E402
 from tasks.ops.input_pipeline import (  # noqa: E402
     AugmentConfig,
     count_records,
+    label_counts,
     make_dataset,
     read_format,
+    translate_images,
 )
 
 SHAPE = (6, 5, 3)
@@ -161,7 +163,8 @@ def test_eval_order_is_deterministic_across_iterations_and_builds(tmp_path: Path
 
 @pytest.mark.parametrize(
     "augment",
-    [AugmentConfig(flip_left_right=True), AugmentConfig(brightness=0.3), AugmentConfig(contrast=0.5)],
+    [AugmentConfig(flip_left_right=True), AugmentConfig(brightness=0.3), AugmentConfig(contrast=0.5),
+     AugmentConfig(translate=0.4)],
 )
 def test_augmentation_changes_training_images_only_when_enabled(tmp_path: Path, augment: AugmentConfig) -> None:
     images, _ = make_data(16)
@@ -237,3 +240,19 @@ def test_unsupported_format_and_no_files_raise(tmp_path: Path) -> None:
         make_dataset(files, image_shape=SHAPE, batch_size=2, training=False, image_format="webp")
     with pytest.raises(ValueError, match="at least one"):
         make_dataset([], image_shape=SHAPE, batch_size=2, training=False)
+
+
+def test_translation_shifts_each_image_by_its_own_whole_pixel_offset() -> None:
+    images = np.zeros((64, 9, 9, 1), np.float32)
+    images[:, 4, 4, 0] = 1.0  # one bright pixel in the middle of a black image
+    shifted = translate_images(tf.constant(images), 0.25, tf.constant([3, 7], tf.int64)).numpy()
+    where = [tuple(np.argwhere(image[..., 0] == 1.0)[0]) for image in shifted]
+    assert all(image.sum() == 1.0 for image in shifted)  # moved, not blurred or lost
+    offsets = {(row - 4, column - 4) for row, column in where}
+    assert len(offsets) > 5 and all(abs(dy) <= 2 and abs(dx) <= 2 for dy, dx in offsets)
+
+
+def test_label_counts_reads_every_label(tmp_path: Path) -> None:
+    images, _ = make_data(30)
+    labels = np.array([0] * 20 + [2] * 7 + [3] * 3)
+    assert label_counts(write_shards(tmp_path, images, labels), 5) == [20, 0, 7, 3, 0]
