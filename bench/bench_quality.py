@@ -4,7 +4,8 @@ Usage: .venv/bin/python bench/bench_quality.py [--cases images,mnist,captcha] [-
                                                [--json docs/quality.json]
 
 Real data offline: scikit-learn's bundled digits (1,797 real 8x8 scans, 16 grey levels), written
-- as a class folder of PNGs upscaled to 32x32 (``images``: ``tfpipe run images --source DIR``),
+- as a class folder of PNGs upscaled to 32x32 (``images``: ``tfpipe run images --source DIR``), and the same
+  folder with digits 5-9 cut to a fifth (``images_imbalanced``: 5x imbalance; balanced accuracy is its figure),
 - as the four IDX files of MNIST's layout, upscaled to 28x28, a stratified fifth held out for testing
   (``mnist``: ``tfpipe run mnist --source DIR``);
 and the README's main command (``captcha``: ``tfpipe run captcha``, 30,000 generated captchas).
@@ -42,6 +43,8 @@ sys.path.insert(0, str(REPO))
 DIGITS_SIDE_IMAGES = 32
 DIGITS_SIDE_MNIST = 28
 MNIST_TEST_SHARE = 0.2
+IMBALANCED_FROM = 5  # digits from this one on keep one scan in IMBALANCE_KEEP_EVERY
+IMBALANCE_KEEP_EVERY = 5
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Outcome:
     balanced_accuracy: float | None
     macro_f1: float | None
     peer: float | None
+    peer_balanced_accuracy: float | None
     peer_seconds: float | None
     train_examples: int
     test_examples: int
@@ -83,6 +87,20 @@ def write_digit_folder(root: Path) -> Path:
     return root
 
 
+def write_imbalanced_digit_folder(root: Path) -> Path:
+    """The digit folder with digits 5-9 cut to a fifth (every fifth scan kept): 5x imbalance."""
+    from PIL import Image
+
+    images, labels = upscaled_digits(DIGITS_SIDE_IMAGES)
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        if label >= IMBALANCED_FROM and index % IMBALANCE_KEEP_EVERY:
+            continue
+        folder = root / f"digit_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{index:04d}.png")
+    return root
+
+
 def write_digit_idx(root: Path) -> Path:
     from sklearn.model_selection import train_test_split
 
@@ -100,6 +118,7 @@ def write_digit_idx(root: Path) -> Path:
 
 CASES: dict[str, tuple[str, Callable[[Path], Path] | None]] = {
     "images": ("images", write_digit_folder),
+    "images_imbalanced": ("images", write_imbalanced_digit_folder),
     "mnist": ("mnist", write_digit_idx),
     "captcha": ("captcha", None),
 }
@@ -129,8 +148,10 @@ def only_artifact(artifacts: Path, stage: str) -> Path:
     return found[0]
 
 
-def peer_score(shards: Path) -> tuple[float, float, int, int]:
-    """(SVC test accuracy, its seconds, train and test sizes) on the pixels of tfpipe's own splits."""
+def peer_score(shards: Path) -> tuple[float, float, float, int, int]:
+    """(SVC test accuracy, its balanced accuracy, its seconds, train and test sizes) on the pixels of tfpipe's own
+    splits."""
+    from sklearn.metrics import balanced_accuracy_score
     from sklearn.svm import SVC
 
     from tasks.ops.shards import load_split_arrays
@@ -139,8 +160,10 @@ def peer_score(shards: Path) -> tuple[float, float, int, int]:
     test_x, test_y = load_split_arrays(shards, "test")
     started = time.perf_counter()
     peer = SVC().fit(train_x.reshape(len(train_x), -1) / 255.0, train_y.reshape(-1))
-    accuracy = float(peer.score(test_x.reshape(len(test_x), -1) / 255.0, test_y.reshape(-1)))
-    return accuracy, time.perf_counter() - started, len(train_x), len(test_x)
+    predicted = peer.predict(test_x.reshape(len(test_x), -1) / 255.0)
+    accuracy = float((predicted == test_y.reshape(-1)).mean())
+    balanced = float(balanced_accuracy_score(test_y.reshape(-1), predicted))
+    return accuracy, balanced, time.perf_counter() - started, len(train_x), len(test_x)
 
 
 def run_case(case: str, tree: Path, run: int, scratch: Path) -> Outcome:
@@ -152,24 +175,25 @@ def run_case(case: str, tree: Path, run: int, scratch: Path) -> Outcome:
     seconds = run_tfpipe(tree, pipeline, source, artifacts, work)
     metrics = json.loads((only_artifact(artifacts, "evaluate") / "metrics.json").read_text())
     metric = "sequence_accuracy" if case == "captcha" else "top1_accuracy"
-    peer = peer_seconds = None
+    peer = peer_balanced = peer_seconds = None
     shards = only_artifact(artifacts, "tfrecords")
     if case != "captcha":
-        peer, peer_seconds, train_n, test_n = peer_score(shards)
+        peer, peer_balanced, peer_seconds, train_n, test_n = peer_score(shards)
     else:
         info = json.loads((shards / "dataset_info.json").read_text())
         train_n, test_n = (int(info["splits"][s]["num_examples"]) for s in ("train", "test"))
     health = metrics.get("health", {}).get("warnings", []) if isinstance(metrics.get("health"), dict) else []
     outcome = Outcome(case, str(tree), run, round(seconds, 1), metric, float(metrics[metric]),
-                      metrics.get("balanced_accuracy"), metrics.get("macro_f1"), peer,
+                      metrics.get("balanced_accuracy"), metrics.get("macro_f1"), peer, peer_balanced,
                       None if peer_seconds is None else round(peer_seconds, 2), train_n, test_n, health)
     shutil.rmtree(work, ignore_errors=True)
     return outcome
 
 
 def summary(outcomes: list[Outcome]) -> str:
-    rows = ["| case | tree | runs | tfpipe (median) | peer SVC (median) | tfpipe - peer | wall time (median) |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| case | tree | runs | tfpipe top-1 / sequence (median) | balanced accuracy | macro-F1 | "
+            "peer SVC (median) | peer balanced | tfpipe - peer | wall time (median) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[Outcome]] = {}
     for outcome in outcomes:
         groups.setdefault((outcome.case, outcome.tree), []).append(outcome)
@@ -178,8 +202,14 @@ def summary(outcomes: list[Outcome]) -> str:
         peers = [o.peer for o in group if o.peer is not None]
         peer = statistics.median(peers) if peers else None
         gap = "" if peer is None else f"{100 * (ours - peer):+.1f} points"
+        balanced = [o.balanced_accuracy for o in group if o.balanced_accuracy is not None]
+        macro = [o.macro_f1 for o in group if o.macro_f1 is not None]
         rows.append(f"| {case} ({group[0].metric}) | {Path(tree).name} | {len(group)} | {ours:.4f} | "
-                    f"{'' if peer is None else f'{peer:.4f}'} | {gap} | "
+                    f"{f'{statistics.median(balanced):.4f}' if balanced else ''} | "
+                    f"{f'{statistics.median(macro):.4f}' if macro else ''} | "
+                    f"{'' if peer is None else f'{peer:.4f}'} | "
+                    f"{'' if peer is None else f'{statistics.median(o.peer_balanced_accuracy for o in group):.4f}'} | "
+                    f"{gap} | "
                     f"{statistics.median(o.seconds for o in group):.0f} s |")
     return "\n".join(rows)
 

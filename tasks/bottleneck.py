@@ -37,7 +37,7 @@ from tasks.ops.feature_cache import FeatureCache, cache_root, namespace, packs_u
 
 FEATURES_JSON = "features.json"
 SPLIT_FILES = ("features", "labels", "keys")
-# The pixels every backbone was fed before input_range existed: [0, 1] as they are, or the kind's own
+# Pixels fed unscaled: [0, 1] as they are, or the kind's own
 # preprocessing (models.backbones.UNIT_RANGE, OWN_PREPROCESSING). Features fed so stay in their old cache.
 UNSCALED_RANGES = ("0-1", "own")
 
@@ -51,7 +51,7 @@ class InputRangeParameter(luigi.Parameter):
 
 class Bottleneck(ArtifactTask):
     stage = "bottleneck"
-    version = 2  # 2: .keras backbones fed the pixel range their leading Rescaling/Normalization asks for
+    version = 2
     reads = ("examples",)
     provides = "features"
     resources = {"gpu": 1}  # the accelerator token Train also takes ([resources] in luigi.cfg)

@@ -293,3 +293,19 @@ def test_cifar10_trains_evaluates_freezes_and_predicts_fixture_jpegs(
         assert len(found) == 3 and all(name in CIFAR10.label_names for name, _ in found)
         probabilities = [float(p) for _, p in found]
         assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0001
+
+
+@pytest.mark.parametrize("missing", ["batches.meta", "data_batch_3"])
+def test_an_archive_without_a_member_names_the_archive_and_the_member(missing: str, tmp_path: Path, luigi_config,
+                                                                      capsys) -> None:
+    archive = tmp_path / "src" / CIFAR10.archive_name
+    archive.parent.mkdir()
+    write_cifar_archive(archive, CIFAR10, 50, 10, seed=7, leave_out=(missing,))
+    root = tmp_path / "artifacts"
+    assert run_cli("run", "cifar10", "--source", str(archive), "--until", "decode", "--artifacts", str(root)) == 30
+    [line] = [text for text in capsys.readouterr().err.splitlines() if text.startswith("tfpipe: ")]
+    assert line.startswith("tfpipe: DecodeCifar failed: ")
+    assert line.endswith(f"/cifar-10-python.tar.gz: no member cifar-10-batches-py/{missing} (a CIFAR-10 python "
+                         "archive holds batches.meta, data_batch_1..5, test_batch)"), line
+    assert ".extract" not in line and ".tmp-" not in line
+    assert stage_dirs(root, "decode") == []

@@ -377,3 +377,24 @@ def test_alz_is_extracted_with_unalz_and_checked(
     evil = official_decode(train_zip, test_zip)
     with pytest.raises(ArchiveError, match="symbolic link"):
         evil.run()
+
+
+@pytest.mark.parametrize(("inside", "message"), [
+    ("no test folder", r"hwdb\.zip: no test folder of \.gnt files"),
+    ("an empty test folder", r"hwdb\.zip member HWDB1\.1/HWDB1\.1tst_gnt: no \.gnt files"),
+])
+def test_an_archive_missing_what_decoding_needs_is_named_not_its_extraction(inside: str, message: str,
+                                                                            tmp_path: Path,
+                                                                            luigi_config: object) -> None:
+    fake = small_fake(tmp_path / "src")
+    archive = tmp_path / "hwdb.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in sorted((fake.root / TRAIN_DIR).rglob("*.gnt")):
+            zipped.write(path, f"HWDB1.1/{path.relative_to(fake.root).as_posix()}")
+        if inside == "an empty test folder":
+            zipped.writestr(f"HWDB1.1/{TEST_DIR}/readme.txt", "no samples here")
+    task = hwdb_decode(source=str(archive), checksum=sha256(archive), image_size=16)
+    assert build(*task.requires().values())
+    with pytest.raises(ValueError, match=message) as refused:
+        task.run()
+    assert ".extract" not in str(refused.value) and ".tmp-" not in str(refused.value)

@@ -4,14 +4,15 @@ Splits of any size train and evaluate. Two are refused before any work, with one
 size and what would fix it: an empty split, and a training split with fewer examples than the replicas that
 share each batch (a replica would get no example at all).
 
-Over several replicas (``Train.strategy=mirrored``), Keras 3's ``fit`` needs batches it can split evenly:
+Over several replicas (``Train.strategy=mirrored``), Keras 3's ``fit`` needs batches it can split over them:
 
 - training batches are whole (a partial last batch is dropped): a training split smaller than the global batch
   trains on a smaller one, so that an epoch never has zero batches (``whole_batch``);
-- Keras's first validation step reduces every replica's share of the first batch into one tensor (its symbolic
-  build), which fails unless the shares have one shape; later batches may split unevenly (the last replicas get
-  fewer examples, or none) and still count exactly. So the first batch is a multiple of the replicas, and a
-  validation split smaller than the replicas is read often enough to fill each of them (``validation_batching``).
+- Keras's first evaluation step reduces every replica's share of the first batch into one tensor (its symbolic
+  build), which fails unless the shares have one shape; a replica whose share of a later batch is empty fails
+  in layers such as batch normalisation. Shares of unequal size count exactly. So the validation batch is a
+  multiple of the replicas whose last batch still reaches every replica, and a split too small for that is read
+  a few times over in one even batch (``validation_batching``).
 """
 
 from __future__ import annotations
@@ -75,13 +76,23 @@ def whole_batch(batch_size: int, examples: int, replicas: int, strategy: str = "
 
 
 def validation_batching(examples: int, replicas: int, preferred: int) -> tuple[int, int]:
-    """(batch size, passes over the split) for evaluating ``examples`` over ``replicas`` replicas: the first
-    batch a multiple of the replicas, near ``preferred``; a split smaller than the replicas read
-    ``replicas / gcd(examples, replicas)`` times in one batch, which then splits evenly while every example
-    counts equally often (so the mean loss and accuracy are the split's own)."""
+    """(batch size, passes over the split) for evaluating ``examples`` over ``replicas`` replicas: a batch that
+    is a multiple of the replicas, near ``preferred``, whose last batch leaves no replica without an example
+    (tf.distribute hands each replica ``ceil(size / replicas)`` of a batch in turn, the last ones what is left).
+    Batches up to ``2 * replicas**2`` are tried whatever ``preferred`` is (two examples a replica at most over
+    ``preferred``): from there on a workable last batch exists for every split of that size or more. A smaller
+    split is read ``replicas / gcd(examples, replicas)`` times, which makes every batch a multiple of the
+    replicas while every example counts equally often (the mean loss and accuracy are the split's own)."""
     if examples < 1:
         raise SplitSizeError("validation split is empty: nothing to evaluate")
-    if examples < replicas:
-        passes = replicas // math.gcd(examples, replicas)
-        return examples * passes, passes
-    return replicas * max(1, min(preferred // replicas, examples // replicas)), 1
+    largest = max(preferred, 2 * replicas * replicas) // replicas
+    for multiple in range(min(largest, examples // replicas), 0, -1):
+        if every_replica_gets_one(examples % (replicas * multiple), replicas):
+            return replicas * multiple, 1
+    passes = replicas // math.gcd(examples, replicas)
+    return replicas * min(largest, examples * passes // replicas), passes
+
+
+def every_replica_gets_one(size: int, replicas: int) -> bool:
+    """Whether a batch of ``size`` (0: none) split as tf.distribute splits it gives every replica an example."""
+    return size == 0 or size - (replicas - 1) * math.ceil(size / replicas) >= 1

@@ -130,9 +130,11 @@ def _hue_to_rgb(hue: float) -> np.ndarray:
 
 
 def write_cifar_archive(
-    tar_gz_path: str | Path, spec: CifarSpec, n_train: int, n_test: int, seed: int
+    tar_gz_path: str | Path, spec: CifarSpec, n_train: int, n_test: int, seed: int, *,
+    leave_out: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write a byte-reproducible ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` of fake data.
+    ``leave_out``: member names (below the top folder, e.g. ``batches.meta``) the archive goes without.
 
     Returns the source arrays: ``train_images``, ``train_labels``, ``test_images``, ``test_labels``
     (plus ``*_coarse_labels`` for CIFAR-100), ``label_names`` and ``coarse_label_names``.
@@ -158,7 +160,7 @@ def write_cifar_archive(
                 b'<meta HTTP-EQUIV="REFRESH" content="0; url=http://www.cs.toronto.edu/~kriz/cifar.html">\n',
             )
         )
-    _write_tar_gz(Path(tar_gz_path), spec.top_folder, members)
+    _write_tar_gz(Path(tar_gz_path), spec.top_folder, [(name, data) for name, data in members if name not in leave_out])
     return source
 
 

@@ -141,3 +141,28 @@ def test_fit_resumed_after_an_epoch_ends_with_the_uninterrupted_weights(tmp_path
     for one, two in zip(whole, resumed, strict=True):
         np.testing.assert_array_equal(one, two)
     assert [row["epoch"] for row in history(tmp_path / "resumed")] == ["0", "1", "2"]
+
+
+def test_no_worker_reads_only_empty_shards(tmp_path: Path) -> None:
+    from tasks.ops.custom_loop import sharded_training_input
+
+    images, _ = make_data(6, seed=4)
+    full = write_shards(tmp_path, images, np.arange(6))[:2]  # two shards of the three hold all six records
+    empty = [tmp_path / "empty-1.tfrecord", tmp_path / "empty-2.tfrecord"]
+    for path in empty:
+        path.write_bytes(b"")
+    # Every second file for each of two workers: without the empty shards left out, worker 1 would get both.
+    dataset_fn = sharded_training_input(config(batch_size=2), (full[0], str(empty[0]), full[1], str(empty[1])),
+                                        "raw")
+    for index in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index, num_replicas_in_sync=2)
+        assert len(list(dataset_fn(context).take(2))) == 2
+
+
+def test_splits_smaller_than_a_batch_train_and_validate(tmp_path: Path) -> None:
+    files = learnable(tmp_path)
+    small = (files[0][:1], files[1][:1])  # the first shard of each: 67 training and 14 validation records
+    result = run(tmp_path, small, batch_size=128, steps_per_epoch=1, train_examples=67, epochs=2)
+    assert result["steps"] == 2
+    rows = history(tmp_path / "work")
+    assert len(rows) == 2 and all(0.0 <= float(row["val_accuracy"]) <= 1.0 for row in rows)

@@ -46,10 +46,14 @@ def test_single_label_metrics_on_hand_made_example() -> None:
         [0, 1, 0, 1],
     ]
     per_class = {row["class"]: row for row in metrics["per_class"]}
-    assert per_class["a"] == {"class": "a", "precision": pytest.approx(1 / 2), "recall": 0.5, "support": 2}
+    assert per_class["a"] == {"class": "a", "precision": pytest.approx(1 / 2), "recall": 0.5, "f1": 0.5,
+                              "support": 2}
     assert per_class["b"]["precision"] == pytest.approx(1 / 3) and per_class["b"]["recall"] == 1.0
-    assert per_class["c"] == {"class": "c", "precision": 0.0, "recall": 0.0, "support": 1}
+    assert per_class["c"] == {"class": "c", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert per_class["d"]["precision"] == 1.0 and per_class["d"]["recall"] == 0.5
+    # recalls 1/2, 1, 0, 1/2; F1s 1/2, 1/2, 0, 2/3
+    assert metrics["balanced_accuracy"] == pytest.approx(0.5)
+    assert metrics["macro_f1"] == pytest.approx((1 / 2 + 1 / 2 + 0 + 2 / 3) / 4)
     assert "sequence_accuracy" not in metrics
 
 
@@ -189,3 +193,24 @@ def test_metrics_json_names_the_npy_file_for_thousands_of_classes() -> None:
     large = json_metrics(classification_metrics(np.array([0, 5, 8]), y_prob, top_k=1, class_names=many))
     assert "confusion_matrix" not in large and large["confusion_matrix_file"] == "confusion_matrix.npy"
     assert large["top1_accuracy"] == pytest.approx(2 / 3) and len(large["per_class"]) == len(many)
+
+
+def test_the_report_opens_with_the_model_health_and_its_curves(tmp_path: Path) -> None:
+    from tasks.ops.health import assess
+    from tasks.ops.report import plot_training_curves
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.30,1.39,0.25,1.40\n1,0.31,1.38,0.25,1.39\n")
+    confusion = np.zeros((4, 4), np.int64)
+    confusion[:, 0] = 5
+    health = assess(metric="top1_accuracy", value=0.25, confusion=confusion, class_names=NAMES, history=[
+        {"accuracy": 0.30, "val_accuracy": 0.25, "val_loss": 1.40}, {"accuracy": 0.31, "val_accuracy": 0.25,
+                                                                     "val_loss": 1.39}])
+    metrics = {"top1_accuracy": 0.25, "health": health.to_json()}
+    curves = plot_training_curves(history, tmp_path / "curves.png")
+    text = write_html_report(tmp_path / "r.html", title="t", metrics=metrics, images={}, curves=curves).read_text()
+    assert text.index("Model health") < text.index("Summary")
+    assert "Do not trust this model: it did not learn." in text
+    assert "did not learn: test top1_accuracy 0.250 is at chance level (0.250)" in text
+    assert "3 of 4 classes in the test split are never predicted: b, c, d" in text
+    assert text.index("Training curves") < text.index("Summary") and "data:image/png;base64," in text

@@ -1,0 +1,122 @@
+"""Nothing fails silently (DESIGN.md, "Models worth trusting"), through the real CLI: splits smaller than a batch
+train and evaluate over two mirrored replicas; an empty split is refused before training, in one line naming
+it, its size and the fix; a task failing with an error that has no message still says what and where."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines import cli
+from tests.fakes.idx import write_fake_mnist
+
+# 419 training images: ImageDirs (validation_fraction 0.1) sends 40 to validation and 379 to train.
+N_TRAIN, N_VALIDATION, N_TEST = 419, 40, 41
+MIRRORED = ["--set", "Train.model=mlp", "--set", "Train.strategy=mirrored", "--set", "Train.cpu_devices=2",
+            "--set", "Train.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def prebuilt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a Fashion-MNIST-format source, an artifact root with its stages up to TFRecords built)."""
+    from tests.conftest import isolated_luigi_config
+
+    base = tmp_path_factory.mktemp("small_splits")
+    write_fake_mnist(base / "src", n_train=N_TRAIN, n_test=N_TEST, gzip=False, fashion=True, seed=5)
+    with isolated_luigi_config(base / "artifacts"):
+        assert cli.main(["run", "fashion_mnist", "--source", str(base / "src"), "--until", "tfrecords",
+                         "--artifacts", str(base / "artifacts")]) == 0
+    return base / "src", base / "artifacts"
+
+
+def only(root: Path, stage: str) -> Path:
+    [path] = sorted(p for p in (root / stage).glob("*-*") if not p.name.startswith("."))
+    return path
+
+
+def manifest(directory: Path) -> dict:
+    return json.loads((directory / "MANIFEST.json").read_text())
+
+
+def history(directory: Path) -> list[dict[str, str]]:
+    with open(directory / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def split_counts(root: Path) -> dict[str, int]:
+    info = json.loads((only(root, "tfrecords") / "dataset_info.json").read_text())
+    return {split: int(value["count"]) for split, value in info["splits"].items()}
+
+
+def test_mirrored_trains_and_evaluates_a_validation_split_smaller_than_the_batch(prebuilt, luigi_config,
+                                                                                 tmp_path: Path) -> None:
+    source, prebuilt_root = prebuilt
+    assert split_counts(prebuilt_root) == {"train": N_TRAIN - N_VALIDATION, "validation": N_VALIDATION,
+                                           "test": N_TEST}
+    root = tmp_path / "artifacts"
+    shutil.copytree(prebuilt_root, root)
+    assert cli.main(["run", "fashion_mnist", "--source", str(source), "--artifacts", str(root), *MIRRORED,
+                     "--set", "Train.batch_size=64", "--until", "evaluate"]) == 0
+    trained = only(root, "train")
+    assert manifest(trained)["num_replicas_in_sync"] == 2
+    assert manifest(trained)["steps"] == 2 * ((N_TRAIN - N_VALIDATION) // 64)  # whole batches, 5 an epoch
+    rows = history(trained)
+    assert len(rows) == 2 and all(math.isfinite(float(row["val_loss"])) for row in rows)
+    # Every one of the 40 validation images counted: the accuracy is a multiple of 1/40.
+    assert all(float(row["val_accuracy"]) * N_VALIDATION == pytest.approx(round(float(row["val_accuracy"])
+                                                                                 * N_VALIDATION)) for row in rows)
+    metrics = json.loads((only(root, "evaluate") / "metrics.json").read_text())
+    assert metrics["examples"] == N_TEST
+
+
+def test_mirrored_trains_a_training_split_smaller_than_the_batch(prebuilt, luigi_config, tmp_path: Path) -> None:
+    source, prebuilt_root = prebuilt
+    root = tmp_path / "artifacts"
+    shutil.copytree(prebuilt_root, root)
+    assert cli.main(["run", "fashion_mnist", "--source", str(source), "--artifacts", str(root), *MIRRORED,
+                     "--set", "Train.batch_size=512", "--until", "train"]) == 0
+    trained = only(root, "train")
+    assert manifest(trained)["steps"] == 2  # one batch of the 378 images an epoch (379 rounded to the replicas)
+    assert len(history(trained)) == 2
+
+
+def test_an_empty_validation_split_is_refused_before_training_in_one_line(tmp_path: Path, luigi_config,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    write_fake_mnist(tmp_path / "src", n_train=12, n_test=6, gzip=False, fashion=True, seed=1)
+    root = tmp_path / "artifacts"
+    code = cli.main(["run", "fashion_mnist", "--source", str(tmp_path / "src"), "--artifacts", str(root),
+                     "--set", "ImageDirs.validation_fraction=0.001", "--set", "Train.model=mlp",
+                     "--until", "train"])
+    assert code == 30  # [retcode] task_failed
+    assert split_counts(root)["validation"] == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("tfpipe: ")]
+    assert lines == ["tfpipe: Train failed: validation split is empty (0 of 12 images went to it): add images or "
+                     "raise ImageDirs.validation_fraction"], err
+    assert "Traceback" not in err
+    assert not list((root / "train").glob("Train-*"))
+
+
+def stop_without_a_message(self: object, out_dir: Path) -> dict:
+    raise StopIteration
+
+
+def test_a_task_failing_without_a_message_says_which_error_and_where(tmp_path: Path, luigi_config,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    from tasks.decode_mnist import DecodeMnist
+
+    write_fake_mnist(tmp_path / "src", n_train=12, n_test=6, gzip=False, fashion=True, seed=1)
+    monkeypatch.setattr(DecodeMnist, "build", stop_without_a_message)
+    code = cli.main(["run", "fashion_mnist", "--source", str(tmp_path / "src"), "--artifacts",
+                     str(tmp_path / "artifacts"), "--until", "decode"])
+    assert code == 30
+    line = stop_without_a_message.__code__.co_firstlineno + 1
+    lines = [text for text in capsys.readouterr().err.splitlines() if text.startswith("tfpipe: ")]
+    assert lines == [f"tfpipe: DecodeMnist failed: StopIteration with no message, raised at "
+                     f"tests/test_small_splits.py:{line} in stop_without_a_message"]
