@@ -282,13 +282,23 @@ def plot_training_curves(history_csv: Path, path: Path) -> Path:
     if not names:
         raise ValueError(f"{history_csv}: no metric columns")
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+    best = _best_epoch(columns.get("val_loss", []))
     try:
         for ax, name in zip(axes[0], names, strict=True):
             _plot_metric(ax, name, columns, epochs)
+            if best is not None:
+                ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best (epoch {best})")
+                ax.legend()
         fig.tight_layout()
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _best_epoch(val_losses: list[float]) -> int | None:
+    """The 1-based epoch of the lowest finite validation loss (the weights Train keeps), or None."""
+    finite = [(loss, index) for index, loss in enumerate(val_losses) if math.isfinite(loss)]
+    return min(finite)[1] + 1 if finite else None
 
 
 def _read_history(history_csv: Path) -> dict[str, list[float]]:
@@ -363,8 +373,8 @@ def write_html_report(path: Path, *, title: str, metrics: dict[str, Any], images
 HEALTH_ROWS = (
     ("metric", "test metric"), ("value", "test value"), ("chance_level", "chance level"),
     ("best_epoch", "best epoch (weights kept)"), ("epochs_completed", "epochs run"),
-    ("train_accuracy", "train accuracy at the best epoch"),
-    ("validation_accuracy", "validation accuracy at the best epoch"),
+    ("train_accuracy", "train accuracy at the best epoch (per label)"),
+    ("validation_accuracy", "validation accuracy at the best epoch (per label)"),
     ("train_validation_gap", "train - validation accuracy"), ("best_val_loss", "best validation loss"),
     ("loss_at_chance", "loss of a uniform guess (ln K)"),
 )
@@ -407,6 +417,8 @@ _CSS = (
 
 
 def _format_value(value: Any) -> str:
+    if isinstance(value, float) and value and abs(value) < 1e-3:
+        return f"{value:.2e}"  # a chance level of 26^-4 is not 0.0000
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, list) and all(isinstance(v, float) for v in value):
