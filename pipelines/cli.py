@@ -300,11 +300,12 @@ def print_outputs(task: Pipeline) -> None:
 
 
 def print_health_warnings(nodes: Sequence[ArtifactTask]) -> None:
-    """The evaluation's verdict on the model (tasks/ops/health.py): one line per warning."""
+    """The evaluation's verdict on the model (tasks/ops/health.py): one line per warning, on stderr (an
+    up-to-date run keeps its one line on stdout)."""
     for node in nodes:
         if node.provides == "evaluation" and node.complete():
             for warning in (node.output().manifest().get("health") or {}).get("warnings", []):
-                print(f"warning: model health: {warning}")
+                print(f"tfpipe: warning: model health: {warning}", file=sys.stderr)
 
 
 def outputs_of(task: Pipeline) -> list[tuple[str, Path]]:

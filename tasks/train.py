@@ -173,10 +173,10 @@ class Train(ArtifactTask):
 
         if info.num_heads != 1:
             return None
-        from tasks.ops.input_pipeline import label_counts
+        from tasks.ops.shards import split_label_counts
 
-        files = shard_files(self.input_dir("examples"), info)["train"]
-        return class_weights(label_counts(files, info.num_classes), self.class_weighting)
+        counts = split_label_counts(self.input_dir("examples"), "train", info.num_classes)
+        return class_weights(counts, self.class_weighting)
 
     def train_config(self, info: DatasetInfo) -> Any:
         from tasks.ops.input_pipeline import AugmentConfig

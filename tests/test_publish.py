@@ -69,7 +69,7 @@ def test_a_model_that_did_not_learn_is_refused_whatever_the_floor_and_current_st
     assert code == 5  # [PublishGate] refused_exit_code
     captured = capsys.readouterr()
     assert "not published: the model did not learn" in captured.err + captured.out
-    assert "warning: model health: did not learn" in captured.out
+    assert "tfpipe: warning: model health: did not learn" in captured.err
     assert os.readlink(root / "published" / "images" / "current") == "1"
     assert not (root / "published" / "images" / "2").exists()
     refused = [d for d in stage_dirs(root, "publish")
@@ -90,8 +90,9 @@ def test_without_publish_a_model_that_did_not_learn_exits_0_and_says_so(publishe
         capsys.readouterr()
         code = cli.main(["run", "images", "--source", str(photos), "--artifacts", str(root), *TRAIN,
                          "--set", "Train.epochs=1", "--set", "Train.learning_rate=1e-9"])
-        out = capsys.readouterr().out
-        assert code == 0 and "warning: model health: did not learn" in out
+        captured = capsys.readouterr()
+        assert code == 0 and "tfpipe: warning: model health: did not learn" in captured.err
+        assert captured.out.startswith("tfpipe: images up to date")
         assert cli.main(["history", "images"]) == 0
     assert "did not learn" in capsys.readouterr().out.splitlines()[-1]
 

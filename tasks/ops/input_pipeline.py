@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -250,15 +249,3 @@ def translate_images(images: tf.Tensor, share: float, seed: tf.Tensor) -> tf.Ten
         images=images, transforms=transforms, output_shape=tf.shape(images)[1:3], fill_value=0.0,
         interpolation="NEAREST", fill_mode="NEAREST")
 
-
-def label_counts(files: Sequence[str], num_classes: int) -> list[int]:
-    """Examples per class of single-label TFRecord shards (reads the labels alone)."""
-    if not files:
-        return [0] * num_classes
-    features = {KEY_LABEL: tf.io.FixedLenFeature([1], tf.int64)}
-    labels = tf.data.TFRecordDataset(list(files), num_parallel_reads=min(len(files), 8)).batch(4096).map(
-        lambda serialized: tf.reshape(tf.io.parse_example(serialized, features)[KEY_LABEL], [-1]))
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for batch in labels.as_numpy_iterator():
-        counts += np.bincount(batch, minlength=num_classes)[:num_classes]
-    return counts.tolist()

@@ -201,6 +201,18 @@ def iter_shard_examples(shard_dir: Path, split: str, limit: int | None = None): 
                 return
 
 
+def split_label_counts(shard_dir: Path, split: str, num_classes: int) -> list[int]:
+    """Examples per class of a single-label split, read without TensorFlow (a cluster member must not start
+    TensorFlow's runtime before its strategy does)."""
+    from tasks.formats.tfrecord import decode_example, read_records
+
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for name in load_dataset_info(shard_dir).split(split).files:
+        labels = [decode_example(record)["image/class/label"][0] for record in read_records(Path(shard_dir) / name)]
+        counts += np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)[:num_classes]
+    return counts.tolist()
+
+
 def iter_split_batches(shard_dir: Path, split: str, batch_size: int,
                        limit: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(images uint8 (B, H, W, C), labels)`` batches of a split in file order; labels squeezed to (B,) for

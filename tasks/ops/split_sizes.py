@@ -12,7 +12,7 @@ Over several replicas (``Train.strategy=mirrored``), Keras 3's ``fit`` needs bat
   build), which fails unless the shares have one shape; a replica whose share of a later batch is empty fails
   in layers such as batch normalisation. Shares of unequal size count exactly. So the validation batch is a
   multiple of the replicas whose last batch still reaches every replica, and a split too small for that is read
-  a few times over in one even batch (``validation_batching``).
+  a few times over, in batches that split evenly (``validation_batching``).
 """
 
 from __future__ import annotations
@@ -79,10 +79,10 @@ def validation_batching(examples: int, replicas: int, preferred: int) -> tuple[i
     """(batch size, passes over the split) for evaluating ``examples`` over ``replicas`` replicas: a batch that
     is a multiple of the replicas, near ``preferred``, whose last batch leaves no replica without an example
     (tf.distribute hands each replica ``ceil(size / replicas)`` of a batch in turn, the last ones what is left).
-    Batches up to ``2 * replicas**2`` are tried whatever ``preferred`` is (two examples a replica at most over
-    ``preferred``): from there on a workable last batch exists for every split of that size or more. A smaller
-    split is read ``replicas / gcd(examples, replicas)`` times, which makes every batch a multiple of the
-    replicas while every example counts equally often (the mean loss and accuracy are the split's own)."""
+    Batches up to ``2 * replicas**2`` are tried even above ``preferred`` (2 x replicas examples a replica): then
+    nearly every split of that size or more has one that works (all do for 2 to 8 replicas). A split without one
+    is read ``replicas / gcd(examples, replicas)`` times, which makes every batch a multiple of the replicas
+    while every example counts equally often (the mean loss and accuracy are the split's own)."""
     if examples < 1:
         raise SplitSizeError("validation split is empty: nothing to evaluate")
     largest = max(preferred, 2 * replicas * replicas) // replicas

@@ -64,3 +64,24 @@ def test_class_weights(counts: list[int], choice: str, expected: list[float] | N
 def test_class_weights_refuse_an_unknown_choice() -> None:
     with pytest.raises(ValueError, match="class_weighting"):
         class_weights([1, 2], "inverse")
+
+
+def test_split_label_counts_reads_the_labels_without_tensorflow(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tasks.formats.tfrecord import TFRecordWriter, encode_example
+    from tasks.ops.dataset_info import DatasetInfo, SplitInfo
+
+    labels = [0] * 20 + [2] * 7 + [3] * 3
+    names = ["toy-train.tfrecord-00000-of-00002", "toy-train.tfrecord-00001-of-00002"]
+    for index, name in enumerate(names):
+        with TFRecordWriter(tmp_path / name) as writer:
+            for label in labels[index::2]:
+                writer.write(encode_example({"image/encoded": b"\0", "image/class/label": (label,)}))
+    DatasetInfo("toy", (1, 1, 1), 5, splits={"train": SplitInfo(len(labels), tuple(names))}).save(tmp_path)
+    script = ("import sys; from pathlib import Path; from tasks.ops.shards import split_label_counts; "
+              f"print(split_label_counts(Path({str(tmp_path)!r}), 'train', 5)); "
+              "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[20,", "0,", "7,", "3,", "0]", "False"]

@@ -15,7 +15,6 @@ import tensorflow as tf  # noqa: E402
 from tasks.ops.input_pipeline import (  # noqa: E402
     AugmentConfig,
     count_records,
-    label_counts,
     make_dataset,
     read_format,
     translate_images,
@@ -251,8 +250,3 @@ def test_translation_shifts_each_image_by_its_own_whole_pixel_offset() -> None:
     offsets = {(row - 4, column - 4) for row, column in where}
     assert len(offsets) > 5 and all(abs(dy) <= 2 and abs(dx) <= 2 for dy, dx in offsets)
 
-
-def test_label_counts_reads_every_label(tmp_path: Path) -> None:
-    images, _ = make_data(30)
-    labels = np.array([0] * 20 + [2] * 7 + [3] * 3)
-    assert label_counts(write_shards(tmp_path, images, labels), 5) == [20, 0, 7, 3, 0]
