@@ -76,9 +76,9 @@ def test_mirrored_on_two_logical_cpus_equals_one_device_with_the_same_global_bat
     count = train_count(root)
     # Every batch whole on both sides (mirrored drops a remainder it could not split over the replicas). Plain
     # gradient descent at a constant rate, records in file order, no dropout or augmentation: what remains to
-    # differ is how the gradient of a batch is summed (one device, or two halves all-reduced). Adam would amplify those last-bit
-    # differences where gradients are near its epsilon; a distributed dataset shuffles in another order; and a
-    # decaying schedule gives mirrored fit slightly different rates (docs/DISTRIBUTED.md).
+    # differ is how the gradient of a batch is summed (one device, or two halves all-reduced). Adam would amplify
+    # those last-bit differences where gradients are near its epsilon; a distributed dataset shuffles in another
+    # order; and a decaying schedule gives mirrored fit slightly different rates (docs/DISTRIBUTED.md).
     batch = next(b for b in range(48, 7, -2) if count % b == 0)
     no_dropout = ["--set", f"Train.batch_size={batch}", "--set", 'Train.model_options={"dropout": 0.0}',
                   "--set", "Train.optimizer=sgd", "--set", "Train.learning_rate=0.05", "--set",
