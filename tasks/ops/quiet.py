@@ -94,18 +94,21 @@ def without_startup_notices(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if not is_startup_notice(line.rstrip("\r\n")))
 
 
+def flush_stderr() -> None:
+    """Python's buffered stderr text goes out before file descriptor 2 changes hands."""
+    for stream in {id(s): s for s in (sys.stderr, sys.__stderr__) if s is not None}.values():
+        stream.flush()
+
+
 @contextmanager
-def startup_notices_hidden(stream: TextIO | None = None) -> Iterator[None]:
+def startup_notices_hidden() -> Iterator[None]:
     """Capture file descriptor 2 (native libraries write there, not to ``sys.stderr``) for the block; when it
-    ends, even by an exception, write back every captured line but the start-up notices."""
-    stream = stream or sys.__stderr__
-    if stream is None:  # no stderr at all (pythonw): nothing to hide
-        yield
-        return
-    stream.flush()
+    ends, even by an exception, write back every captured line but the start-up notices. (Only a crash of the
+    process inside the block would lose them: ``--log-level debug`` captures nothing.)"""
+    flush_stderr()
     try:
         saved = os.dup(2)
-    except OSError:  # fd 2 closed: nothing to hide either
+    except OSError:  # no fd 2 (a daemon, pythonw): nothing to hide
         yield
         return
     with tempfile.TemporaryFile() as captured:
@@ -113,7 +116,7 @@ def startup_notices_hidden(stream: TextIO | None = None) -> Iterator[None]:
         try:
             yield
         finally:
-            stream.flush()
+            flush_stderr()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
