@@ -17,7 +17,8 @@ same examples tfpipe trained and was tested on, at the same resolution. The capt
 four-letter sequence is not one class); its figure is whole-captcha accuracy.
 
 ``--tree DIR`` (repeatable) runs each case with another checkout's code too (``git worktree add /tmp/old
-<commit>``), in the same session, so that two versions are compared on the same machine and minutes.
+<commit>``, with its own ``.venv``: see ``tree_python``), interleaved with this one's, so that two versions are
+compared on the same machine and minutes.
 """
 
 from __future__ import annotations
@@ -124,12 +125,23 @@ CASES: dict[str, tuple[str, Callable[[Path], Path] | None]] = {
 }
 
 
+def tree_python(tree: Path) -> Path:
+    """The interpreter of ``tree``'s own virtual environment. An editable install of this checkout would shadow
+    another tree's packages even with that tree first on PYTHONPATH, so every tree brings its own venv
+    (``python3 -m venv DIR/.venv && DIR/.venv/bin/pip install -e DIR``)."""
+    python = tree / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"{tree}: no .venv; make one: python3 -m venv {tree}/.venv && "
+                         f"{tree}/.venv/bin/pip install -e {tree}")
+    return python
+
+
 def run_tfpipe(tree: Path, pipeline: str, source: Path | None, artifacts: Path, workdir: Path) -> float:
     """Seconds of one ``tfpipe run`` of ``tree``'s code (install excluded)."""
-    command = [sys.executable, "-m", "pipelines.cli", "run", pipeline, "--artifacts", str(artifacts)]
+    command = [str(tree_python(tree)), "-m", "pipelines.cli", "run", pipeline, "--artifacts", str(artifacts)]
     if source is not None:
         command += ["--source", str(source)]
-    env = {**os.environ, "PYTHONPATH": str(tree), "LUIGI_CONFIG_PATH": str(tree / "luigi.cfg")}
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(tree / "luigi.cfg")}
     started = time.perf_counter()
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -181,7 +193,7 @@ def run_case(case: str, tree: Path, run: int, scratch: Path) -> Outcome:
         peer, peer_balanced, peer_seconds, train_n, test_n = peer_score(shards)
     else:
         info = json.loads((shards / "dataset_info.json").read_text())
-        train_n, test_n = (int(info["splits"][s]["num_examples"]) for s in ("train", "test"))
+        train_n, test_n = (int(info["splits"][s]["count"]) for s in ("train", "test"))
     health = metrics.get("health", {}).get("warnings", []) if isinstance(metrics.get("health"), dict) else []
     outcome = Outcome(case, str(tree), run, round(seconds, 1), metric, float(metrics[metric]),
                       metrics.get("balanced_accuracy"), metrics.get("macro_f1"), peer, peer_balanced,
@@ -219,7 +231,7 @@ def main() -> None:
     parser.add_argument("--cases", default="images,mnist,captcha")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--tree", type=Path, action="append", default=[],
-                        help="another checkout to run beside this one (its own code, this interpreter)")
+                        help="another checkout, with its own .venv, to run beside this one")
     parser.add_argument("--json", type=Path, help="write every outcome here")
     args = parser.parse_args()
     cases = [case.strip() for case in args.cases.split(",") if case.strip()]
