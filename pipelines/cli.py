@@ -182,7 +182,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not todo:
         # Nothing changed: no scheduler, no workers (a nightly run over an unchanged source ends here).
         print(f"tfpipe: {args.pipeline} up to date: all {len(nodes)} stages done{final_outputs(task)}")
-        print_health_warnings(nodes)
         record_run(args, nodes, ran=[], code=0)
         return 0
     with lease(nodes[0].artifact_root, [node.artifact_dir for node in nodes]):
@@ -300,8 +299,8 @@ def print_outputs(task: Pipeline) -> None:
 
 
 def print_health_warnings(nodes: Sequence[ArtifactTask]) -> None:
-    """The evaluation's verdict on the model (tasks/ops/health.py): one line per warning, on stderr (an
-    up-to-date run keeps its one line on stdout)."""
+    """The evaluation's verdict on the model (tasks/ops/health.py): one line per warning, on stderr, when the
+    run made the model (an up-to-date run prints its one line; ``tfpipe history`` keeps every verdict)."""
     for node in nodes:
         if node.provides == "evaluation" and node.complete():
             for warning in (node.output().manifest().get("health") or {}).get("warnings", []):

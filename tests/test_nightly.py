@@ -19,7 +19,8 @@ from tests.conftest import REPO
 from tests.fakes.images import write_class_folder
 from tests.test_bottleneck_pipeline import tiny_backbone
 
-BASE = ["--set", "DecodeImages.image_size=32", "--set", "Train.batch_size=16", "--set", "Train.patience=20"]
+BASE = ["--set", "DecodeImages.image_size=32", "--set", "Train.batch_size=16", "--set", "Train.patience=20",
+        "--set", "Train.learning_rate=0.01"]
 
 
 def newest(root: Path, stage: str) -> dict:

@@ -94,7 +94,11 @@ def assess(*, metric: str, value: float, confusion: np.ndarray, class_names: Seq
     margin = NEAR_CHANCE_SHARE * (1.0 - chance)
     warnings: list[str] = []
     learned = True
-    if value <= chance + margin:
+    support = confusion.sum(axis=1)
+    if (support > 0).sum() < 2:  # a constant guess scores as well as any model: the validation loss decides
+        warnings.append(f"the test split holds {int(support.sum())} image(s) of {int((support > 0).sum())} class: "
+                        f"its {metric} cannot tell a model from a constant guess; add images")
+    elif value <= chance + margin:
         learned = False
         warnings.append(f"did not learn: test {metric} {value:.3f} is at chance level ({chance:.3f})")
     loss_at_chance = math.log(num_classes) if num_classes > 1 else None
@@ -114,7 +118,7 @@ def assess(*, metric: str, value: float, confusion: np.ndarray, class_names: Seq
             if gap > GAP_WARNING:
                 warnings.append(f"overfitting: at the best epoch ({best_epoch}) train accuracy {train_accuracy:.3f} "
                                 f"is {gap:.3f} above validation accuracy {validation_accuracy:.3f}")
-    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    predicted = confusion.sum(axis=0)
     never = [str(class_names[i]) for i in range(num_classes) if support[i] > 0 and predicted[i] == 0]
     if never:
         shown = ", ".join(never[:10]) + (f" and {len(never) - 10} more" if len(never) > 10 else "")

@@ -64,3 +64,14 @@ def test_a_large_gap_is_named() -> None:
                     history=history([0.9, 0.8], accuracy=0.99, val_accuracy=0.7))
     assert health.learned
     assert any(w.startswith("overfitting: at the best epoch (2)") for w in health.warnings)
+
+
+def test_a_test_split_of_one_class_cannot_judge_and_says_so() -> None:
+    confusion = np.zeros((4, 4), np.int64)
+    confusion[0, 0] = 5
+    learned = assess(metric="top1_accuracy", value=1.0, confusion=confusion, class_names=NAMES,
+                     history=history([1.2, 0.4]))
+    assert learned.learned and "holds 5 image(s) of 1 class" in learned.warnings[0]
+    guessing = assess(metric="top1_accuracy", value=1.0, confusion=confusion, class_names=NAMES,
+                      history=history([1.5, 1.45]))
+    assert not guessing.learned and any("not below ln 4" in w for w in guessing.warnings)
