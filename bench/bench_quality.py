@@ -1,7 +1,8 @@
 """Model quality on real data: tfpipe's defaults against a simple peer trained on the same split.
 
-Usage: .venv/bin/python bench/bench_quality.py [--cases images,mnist,captcha] [--runs 1] [--tree DIR ...]
-                                               [--json docs/quality.json]
+Usage: .venv/bin/pip install -e '.[bench]'   # scikit-learn: the peer and the digits
+       .venv/bin/python bench/bench_quality.py [--cases images,images_imbalanced,mnist,captcha] [--runs 1]
+                                               [--tree DIR ...] [--json FILE]
 
 Real data offline: scikit-learn's bundled digits (1,797 real 8x8 scans, 16 grey levels), written
 - as a class folder of PNGs upscaled to 32x32 (``images``: ``tfpipe run images --source DIR``), and the same
@@ -228,7 +229,7 @@ def summary(outcomes: list[Outcome]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="images,mnist,captcha")
+    parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--tree", type=Path, action="append", default=[],
                         help="another checkout, with its own .venv, to run beside this one")
