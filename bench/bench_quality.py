@@ -78,29 +78,26 @@ def upscaled_digits(side: int) -> tuple[np.ndarray, np.ndarray]:
     return images, digits.target.astype(np.uint8)
 
 
-def write_digit_folder(root: Path) -> Path:
+def save_digit_folder(root: Path, keep: Callable[[int, int], bool]) -> Path:
+    """The upscaled digits as ``root/digit_<label>/<index>.png``, those for which ``keep(index, label)``."""
     from PIL import Image
 
     images, labels = upscaled_digits(DIGITS_SIDE_IMAGES)
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-        folder = root / f"digit_{label}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"{index:04d}.png")
+        if keep(index, int(label)):
+            folder = root / f"digit_{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{index:04d}.png")
     return root
+
+
+def write_digit_folder(root: Path) -> Path:
+    return save_digit_folder(root, lambda index, label: True)
 
 
 def write_imbalanced_digit_folder(root: Path) -> Path:
     """The digit folder with digits 5-9 cut to a fifth (every fifth scan kept): 5x imbalance."""
-    from PIL import Image
-
-    images, labels = upscaled_digits(DIGITS_SIDE_IMAGES)
-    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-        if label >= IMBALANCED_FROM and index % IMBALANCE_KEEP_EVERY:
-            continue
-        folder = root / f"digit_{label}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"{index:04d}.png")
-    return root
+    return save_digit_folder(root, lambda index, label: label < IMBALANCED_FROM or index % IMBALANCE_KEEP_EVERY == 0)
 
 
 def write_digit_idx(root: Path) -> Path:
