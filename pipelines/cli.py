@@ -29,7 +29,7 @@ from luigi.task import flatten
 from luigi.task_register import Register
 
 from pipelines.registry import DATASETS, get_dataset
-from pipelines.stages import Pipeline, params_set_by_pipeline, pipeline_task, register_wrappers, stage_names
+from pipelines.stages import Pipeline, params_set_by_pipeline, pipeline_task, register_wrappers, until_choices
 from tasks.base import ArtifactStore, ArtifactTask
 from tasks.ops.cluster import ClusterError
 from tasks.ops.error_text import describe_error
@@ -450,7 +450,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sha256:<hex> or md5:<hex> pinning --source, or ROLE=sha256:<hex> pinning one of "
                              "a dataset's official files (repeatable)")
     parser.add_argument("--artifacts", default=None, help="artifact root (default: [ArtifactStore] root)")
-    parser.add_argument("--until", choices=stage_names(), default="",
+    parser.add_argument("--until", choices=until_choices(), default="",
                         help="last stage to run (default: freeze, or publish with --publish)")
     parser.add_argument("--backbone", default="", metavar="SPEC",
                         help="transfer learning: keras:<Application> (e.g. keras:InceptionV3), a .keras file, a frozen "

@@ -27,6 +27,10 @@ from tasks.train import Train
 
 SOURCE_STAGE = "download"
 DECODE_STAGE = "decode"
+# What the first stage is called where the data is made rather than downloaded (``tfpipe status`` shows the
+# generator's stage): ``--until`` takes either name.
+SOURCE_STAGE_ALIASES = tuple(sorted({d.generator.stage for d in DATASETS.values() if d.generator is not None}
+                                    - {SOURCE_STAGE}))
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,18 @@ STAGES: tuple[Stage, ...] = (Stage(ImageDirs), Stage(TFRecords), Stage(Bottlenec
 
 
 def stage_names(stages: Sequence[Stage] = STAGES) -> tuple[str, ...]:
-    """What ``--until`` accepts and ``tfpipe status`` lists, in order."""
+    """The stages of a chain, in order (what ``tfpipe status`` lists)."""
     return (SOURCE_STAGE, DECODE_STAGE, *(stage.name for stage in stages))
+
+
+def until_choices(stages: Sequence[Stage] = STAGES) -> tuple[str, ...]:
+    """What ``--until`` accepts: every stage, the first one under its generator's name too."""
+    return (*stage_names(stages), *SOURCE_STAGE_ALIASES)
+
+
+def canonical_stage(name: str) -> str:
+    """``name`` of ``until_choices`` as ``stage_names`` calls it."""
+    return SOURCE_STAGE if name in SOURCE_STAGE_ALIASES else name
 
 
 def dataset_params(task: type[luigi.Task], dataset: Dataset) -> dict[str, Any]:
@@ -154,10 +168,10 @@ class Pipeline(luigi.WrapperTask):
                            stages=self.stages, switches=self.switches())
 
     def requires(self) -> list[luigi.Task]:
-        if self.until and self.until not in stage_names(self.stages):
-            raise ValueError(f"unknown stage {self.until!r}; stages: {', '.join(stage_names(self.stages))}")
+        if self.until and self.until not in until_choices(self.stages):
+            raise ValueError(f"unknown stage {self.until!r}; stages: {', '.join(until_choices(self.stages))}")
         chain = self.chain()
-        return chain_until(chain, self.until or list(chain)[-1])
+        return chain_until(chain, canonical_stage(self.until) if self.until else list(chain)[-1])
 
 
 def class_name(dataset: str) -> str:

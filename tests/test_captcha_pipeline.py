@@ -221,3 +221,15 @@ def test_predict_names_each_bad_file_in_one_line_and_skips_them_when_asked(
     predicted = captured.out.strip().splitlines()
     assert [line.split(": ")[0] for line in predicted] == [str(good[0]), str(good[1])]
     assert len(captured.err.strip().splitlines()) == 2
+
+
+@pytest.mark.parametrize("until", ["generate", "download"])
+def test_until_takes_the_first_stage_by_either_name(tmp_path: Path, until: str, capsys) -> None:
+    root = tmp_path / "artifacts"
+    with isolated_luigi_config(root):
+        assert cli.main(["run", "captcha", "--until", until, "--artifacts", str(root),
+                         "--set", "GenerateCaptchas.count=8"]) == 0
+        assert len(artifact_dirs(root, "generate")) == 1 and not artifact_dirs(root, "decode")
+        capsys.readouterr()
+        assert cli.main(["status", "captcha", "--artifacts", str(root), "--set", "GenerateCaptchas.count=8"]) == 0
+    assert re.search(r"^done\s+generate\s+GenerateCaptchas", capsys.readouterr().out, re.MULTILINE)
