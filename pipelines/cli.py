@@ -442,6 +442,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
+def settable_families() -> dict[str, type[luigi.Task]]:
+    """tfpipe's own task and config classes (what ``--set`` is for), by family name."""
+    return {name: cls for name, cls in known_families().items()
+            if cls.__module__.split(".")[0] in ("tasks", "pipelines") and not issubclass(cls, Pipeline)
+            and cls is not ArtifactTask}
+
+
+def describe_parameters(family: str, cls: type[luigi.Task]) -> list[str]:
+    """One line per parameter ``--set`` takes: name, current default (luigi.cfg included) and description."""
+    set_by_pipeline = params_set_by_pipeline()
+    lines = []
+    for name, param in cls.get_params():
+        if (family, name) in set_by_pipeline or (None, name) in set_by_pipeline:
+            continue
+        default = param.task_value(family, name) if param.has_task_value(family, name) else "(required)"
+        shown = default if isinstance(default, str) else param.serialize(default)
+        description = f"  {param.description}" if param.description else ""
+        lines.append(f"  {family}.{name} = {shown or repr('')}{description}")
+    return lines
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    families = settable_families()
+    if args.family and args.family not in families:
+        raise ValueError(f"no task family {args.family!r}{closest(args.family, sorted(families))}; "
+                         f"families: {', '.join(sorted(families))}")
+    for family in [args.family] if args.family else sorted(families):
+        lines = describe_parameters(family, families[family])
+        if lines:
+            print(f"{family}:")
+            print("\n".join(lines))
+    return 0
+
+
 # ---- argument parsing ---------------------------------------------------------------------------------
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pipeline", choices=sorted(DATASETS), help="the dataset's pipeline")
@@ -486,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_arguments(member)
     member.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds to wait for the chief to start training (its upstream stages run first)")
+    params = commands.add_parser("params", help="every parameter --set takes, with its default and description")
+    params.add_argument("family", nargs="?", default="", help="one task family (default: all)")
     predict = commands.add_parser("predict", help="top-k labels from a frozen model")
     predict.add_argument("model_dir")
     predict.add_argument("images", nargs="+")
@@ -501,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Register.clear_instance_cache()
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "status": cmd_status, "explain": cmd_explain, "predict": cmd_predict,
-               "history": cmd_history, "gc": cmd_gc, "cluster-member": cmd_cluster_member}
+               "history": cmd_history, "gc": cmd_gc, "cluster-member": cmd_cluster_member, "params": cmd_params}
     try:
         configure(args)
         # TensorFlow's start-up logs and the libraries' warnings hidden below debug (set before TF is imported).

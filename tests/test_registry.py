@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -176,3 +177,16 @@ def test_plain_luigi_accepts_task_flags_of_a_pipeline(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     [generated] = list((root / "generate").glob("GenerateCaptchas-*"))
     assert json.loads((generated / "MANIFEST.json").read_text())["params"]["count"] == "30"
+
+
+def test_params_lists_what_set_takes_with_defaults_and_refuses_an_unknown_family(capsys) -> None:
+    assert cli.main(["params", "Train"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Train:\n")
+    assert re.search(r"^  Train\.epochs = 0  passes over the training split", out, re.MULTILINE)
+    assert "Train.dataset_defaults" not in out and "Train.upstream" not in out  # set by the pipeline
+    assert cli.main(["params"]) == 0
+    families = [line[:-1] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+    assert {"Train", "DecodeImages", "Bottleneck", "PublishGate"} <= set(families) and "ArtifactTask" not in families
+    assert cli.main(["params", "Trian"]) == 2
+    assert "no task family 'Trian'; did you mean 'Train'?" in capsys.readouterr().err
