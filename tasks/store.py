@@ -1,6 +1,6 @@
 """The artifact store: content-keyed directories, atomic commits, manifests. No Luigi in here.
 
-Contract (DESIGN.md): every task instance owns ``<root>/<stage>/<Family>-<key>/``. The key hashes the
+Contract: every task instance owns ``<root>/<stage>/<Family>-<key>/``. The key hashes the
 family, its significant parameters, its code version and the keys of the artifacts it reads. A build
 happens in a temporary sibling directory that is renamed into place when done; ``MANIFEST.json`` is the
 last file written, and only a directory with a valid manifest counts as done.

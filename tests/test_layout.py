@@ -1,4 +1,4 @@
-"""Layout rules of docs/DESIGN.md ("Layout"), checked on the source with ``ast`` (nothing is imported).
+"""Layout rules (README, "Layout"), checked on the source with ``ast`` (nothing is imported).
 
 - Product code (pipelines/, tasks/, models/) never imports ``tests``: fakes live in ``tests/fakes/``.
 - No product module's path names a fake.

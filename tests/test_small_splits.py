@@ -1,4 +1,4 @@
-"""Nothing fails silently (DESIGN.md, "Models worth trusting"), through the real CLI: splits smaller than a batch
+"""Nothing fails silently (README, "Models worth trusting"), through the real CLI: splits smaller than a batch
 train and evaluate over two mirrored replicas; an empty split is refused before training, in one line naming
 it, its size and the fix; a task failing with an error that has no message still says what and where."""
 

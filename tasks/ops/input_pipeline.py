@@ -1,4 +1,4 @@
-"""tf.data input pipeline over TFRecord shards (schema in DESIGN.md, "TFRecords").
+"""tf.data input pipeline over TFRecord shards (record schema: tasks/formats/tfrecord.py).
 
 Fast path: shuffle shard files, read them in parallel, shuffle serialized records (training only),
 batch first, then parse and decode a whole batch at once (``tf.io.parse_example`` and, for raw pixels,
