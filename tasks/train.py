@@ -17,6 +17,7 @@ from typing import Any
 import luigi
 
 from tasks.base import ArtifactTask
+from tasks.ops.budget import CLASS_WEIGHTING
 from tasks.ops.dataset_info import DatasetInfo
 from tasks.ops.error_text import describe_error
 from tasks.ops.split_sizes import check_split_sizes
@@ -65,7 +66,7 @@ class Train(ArtifactTask):
     batch_size = luigi.IntParameter(default=0, description="the global batch (0: the dataset's)")
     learning_rate = luigi.FloatParameter(default=0.0, description="the peak learning rate, reached after the "
                                                                    "warm-up (0: the dataset's)")
-    class_weighting = luigi.ChoiceParameter(choices=["auto", "balanced", "none"], default="auto",
+    class_weighting = luigi.ChoiceParameter(choices=CLASS_WEIGHTING, default="auto",
                                             description="weigh the loss by inverse class frequency: auto = only "
                                                         "when the largest class is >= 3x the smallest")
     optimizer = luigi.ChoiceParameter(choices=["adam", "sgd"], default="adam")
@@ -194,7 +195,7 @@ class Train(ArtifactTask):
             learning_rate=budget.learning_rate, lr_schedule=self.lr_schedule, jit_compile=self.jit_compile,
             optimizer=self.optimizer, momentum=self.momentum,
             steps_per_epoch=budget.steps_per_epoch, warmup_steps=budget.warmup_steps,
-            train_examples=info.count("train"),
+            train_examples=info.count("train"), validation_examples=info.count("validation"),
             seed=self.seed, patience=budget.patience,
             shuffle_buffer=self.shuffle_buffer, augment=augment, mixed_precision=self.mixed_precision,
             strategy=self.strategy, cpu_devices=self.cpu_devices, model_options=dict(self.model_options),
@@ -228,18 +229,19 @@ class Train(ArtifactTask):
 
         return rendezvous_dir(self.artifact_root, f"{self.task_family}-{self.artifact_key}")
 
-    def cluster_run(self, info: DatasetInfo, *, is_chief: bool, scratch: Path | None = None,
+    def cluster_run(self, config: Any, info: DatasetInfo, *, is_chief: bool, scratch: Path | None = None,
                     model_file: Path | None = None) -> Any:
-        """What one member of the cluster trains (the same for all but who is chief and where it writes)."""
+        """What one member of the cluster trains with ``config`` (``train_config``: the same for all but who is
+        chief and where it writes)."""
         from tasks.ops.custom_loop import ClusterRun
 
         shards = self.input_dir("examples")
         files = shard_files(shards, info)
-        return ClusterRun(config=self.train_config(info), train_files=tuple(files["train"]),
+        return ClusterRun(config=config, train_files=tuple(files["train"]),
                           validation_files=tuple(files["validation"]), image_format=info.image_format,
                           work_dir=self.work_dir(), is_chief=is_chief, scratch_dir=scratch, model_file=model_file)
 
-    def train_on_cluster(self, info: DatasetInfo, out_dir: Path, on_epoch: Any) -> dict[str, Any]:
+    def train_on_cluster(self, config: Any, info: DatasetInfo, out_dir: Path, on_epoch: Any) -> dict[str, Any]:
         """The chief's part: announce the run, wait for every member, train in a fresh process, say how it ended."""
         from tasks.ops import cluster as rendezvous
         from tasks.ops.custom_loop import train_on_cluster
@@ -257,7 +259,7 @@ class Train(ArtifactTask):
             rendezvous.wait_for_members(directory, members, run, self.cluster_timeout, on_wait=lambda missing: (
                 self.set_status_message(f"waiting for {', '.join(m.name for m in missing)}")))
             rendezvous.start(directory, run)
-            stats = run_in_fresh_process(train_on_cluster, self.cluster_run(info, is_chief=True,
+            stats = run_in_fresh_process(train_on_cluster, self.cluster_run(config, info, is_chief=True,
                                                                              model_file=out_dir / MODEL_FILE),
                                          on_report=on_epoch)
         except BaseException as error:
@@ -291,13 +293,12 @@ class Train(ArtifactTask):
 
         stats: dict[str, Any] = {}
         if is_cluster_strategy(self.strategy):
-            stats = self.train_on_cluster(info, out_dir, on_epoch)
+            stats = self.train_on_cluster(config, info, out_dir, on_epoch)
         elif "features" in self.requires():
             self.fit_on_features(config, info, work, out_dir, on_epoch).save(out_dir / MODEL_FILE)
         else:
             samples, _ = load_split_arrays(shards, "train", limit=8)
-            job = FitRun(config, tuple(files["train"]), tuple(files["validation"]), work, samples, out_dir / MODEL_FILE,
-                         validation_examples=info.count("validation"))
+            job = FitRun(config, tuple(files["train"]), tuple(files["validation"]), work, samples, out_dir / MODEL_FILE)
             if config.cpu_devices:  # logical devices can be made only before TensorFlow starts
                 from tasks.ops.fresh_process import run_in_fresh_process
 
@@ -327,7 +328,6 @@ class FitRun:
     work_dir: Path
     sample_images: Any
     model_file: Path
-    validation_examples: int | None = None  # the validation split's size (None: counted when needed)
 
 
 def fit_and_save(job: FitRun, report: Any = None) -> dict[str, Any]:
@@ -335,8 +335,7 @@ def fit_and_save(job: FitRun, report: Any = None) -> dict[str, Any]:
 
     stats: dict[str, Any] = {}
     model = fit(job.config, list(job.train_files), list(job.validation_files), job.work_dir,
-                sample_images=job.sample_images, on_epoch=report, stats=stats,
-                validation_examples=job.validation_examples)
+                sample_images=job.sample_images, on_epoch=report, stats=stats)
     model.save(job.model_file)
     return stats
 
@@ -386,7 +385,8 @@ def join_cluster(train: Train, timeout_s: float, log: Any = print) -> dict[str, 
 
         with tempfile.TemporaryDirectory(prefix="tfpipe-member-") as scratch:
             try:
-                result = train_on_cluster(train.cluster_run(info, is_chief=False, scratch=Path(scratch)))
+                result = train_on_cluster(train.cluster_run(train.train_config(info), info, is_chief=False,
+                                                            scratch=Path(scratch)))
             except tf.errors.OpError as error:  # a peer died or the chief stopped mid-step
                 raise rendezvous.ClusterError(f"{members.me.name}: the cluster failed mid-training "
                                               f"({type(error).__name__}: {error.message.splitlines()[0]}); "

@@ -54,6 +54,7 @@ class TrainConfig:
     optimizer: str = "adam"  # "adam", or "sgd" (with ``momentum``)
     momentum: float = 0.0
     train_examples: int = 0  # the training split's size (0: unknown; batches per epoch from steps_per_epoch)
+    validation_examples: int = 0  # the validation split's size (0: unknown, counted where it matters)
     max_steps: int = 0  # stop after this many optimizer steps (0: epochs x steps_per_epoch)
     checkpoint_every_steps: int = 0  # resumable checkpoint every N steps (0: at every epoch end)
     warmup_steps: int = 0  # cosine: the learning rate rises linearly from 0 over these first steps
@@ -278,17 +279,14 @@ def fit(
     sample_images: np.ndarray | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     stats: dict | None = None,
-    validation_examples: int | None = None,
 ) -> keras.Model:
     """Train ``config.model`` on TFRecord shards (resuming from ``work_dir/backup`` if present); returns the
-    model with the best weights. Raises TrainingDivergedError when the loss stops being finite.
-    ``validation_examples``: the validation split's size, when known (else counted where it matters)."""
+    model with the best weights. Raises TrainingDivergedError when the loss stops being finite."""
     discard_unreadable_checkpoints(work_dir)  # before reading the epoch: a discarded backup restarts at 0
     first_epoch = resumed_epoch(work_dir)
     forget_epochs_from(work_dir, first_epoch)
     return fit_model(config, lambda: compile_model(config),
-                     lambda: tfrecord_datasets(config, train_files, validation_files, first_epoch=first_epoch,
-                                               validation_examples=validation_examples),
+                     lambda: tfrecord_datasets(config, train_files, validation_files, first_epoch=first_epoch),
                      work_dir, sample_images=sample_images, on_epoch=on_epoch, stats=stats,
                      steps_per_epoch=batches_per_epoch(config))
 
@@ -354,8 +352,7 @@ def batches_per_epoch(config: TrainConfig) -> int:
 
 
 def tfrecord_datasets(config: TrainConfig, train_files: Sequence[str], validation_files: Sequence[str], *,
-                      first_epoch: int | None = None, validation_examples: int | None = None,
-                      ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+                      first_epoch: int | None = None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """(shuffled, augmented training batches; validation batches in file order) of TFRecord shards.
 
     With ``first_epoch``, the training batches are the epochs from ``first_epoch`` to the last one by one, each
@@ -365,7 +362,7 @@ def tfrecord_datasets(config: TrainConfig, train_files: Sequence[str], validatio
 
     Over several replicas (mirrored) the batches are formed so that Keras splits them (tasks/ops/split_sizes.py):
     whole training batches, of a smaller global batch for a split smaller than ``config.batch_size``, and every
-    validation example counting equally. ``validation_examples`` is the validation split's size (counted if None).
+    validation example counting equally (the split's size: ``config.validation_examples``, counted if unknown).
     """
     replicas = replicas_in_sync(config)
     even = replicas > 1
@@ -386,17 +383,16 @@ def tfrecord_datasets(config: TrainConfig, train_files: Sequence[str], validatio
         train = passes[0] if passes else one_pass(config.seed).take(0)
         for more in passes[1:]:
             train = train.concatenate(more)
-    return train, validation_dataset(config, validation_files, replicas, validation_examples)
+    return train, validation_dataset(config, validation_files, replicas)
 
 
-def validation_dataset(config: TrainConfig, files: Sequence[str], replicas: int, examples: int | None = None
-                       ) -> tf.data.Dataset:
+def validation_dataset(config: TrainConfig, files: Sequence[str], replicas: int) -> tf.data.Dataset:
     """Validation batches in file order, formed for ``replicas`` replicas (``validation_batching``; a split
     read more than once is the files listed that many times)."""
     preferred = max(config.batch_size, 256)
     batch_size, passes = preferred, 1
     if replicas > 1:
-        examples = count_records(files) if examples is None else examples
+        examples = config.validation_examples or count_records(files)
         batch_size, passes = validation_batching(examples, replicas, preferred)
     return make_dataset(list(files) * passes, image_shape=config.image_shape, num_heads=config.num_heads,
                         batch_size=batch_size, training=False, autotune=config.input_autotune)
