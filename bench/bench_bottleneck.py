@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from models.backbone_spec import KERAS_PREFIX, BackboneSpec, parse_backbone  # noqa: E402
 from models.backbones import load_backbone  # noqa: E402
 from models.heads import build_feature_head, compose  # noqa: E402
-from tasks.ops.backbone_spec import KERAS_PREFIX, BackboneSpec, parse_backbone  # noqa: E402
-from tasks.ops.examples import pixel_digests  # noqa: E402
-from tasks.ops.feature_cache import FeatureCache  # noqa: E402
-from tasks.ops.features import extract  # noqa: E402
+from tasks.features.cache import FeatureCache  # noqa: E402
+from tasks.features.extract import extract  # noqa: E402
+from tasks.formats.examples import pixel_digests  # noqa: E402
 
 
 def timed(function: Callable[[], object]) -> float:

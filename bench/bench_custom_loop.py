@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tasks.ops.custom_loop import ClusterRun, train_on_cluster  # noqa: E402
-from tasks.ops.training import TrainConfig, compile_model, fit, tfrecord_datasets  # noqa: E402
+from tasks.training.custom_loop import ClusterRun, train_on_cluster  # noqa: E402
+from tasks.training.fit import TrainConfig, compile_model, fit, tfrecord_datasets  # noqa: E402
 
 
 def write_shards(directory: Path, count: int, shape: tuple[int, int, int], seed: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""Benchmark source fingerprinting with the per-file stat cache (tasks/ops/fingerprint.py).
+"""Benchmark source fingerprinting with the per-file stat cache (tasks/sources/fingerprint.py).
 
 Usage::
 
@@ -13,7 +13,7 @@ the past, as for data that was not just written (files modified within two secon
 The artifact root is ``<dir>/artifacts`` (outside the data) or, with ``--root-inside``, ``<data>/artifacts``
 (``cd DATA && tfpipe run``), passed as excluded either way. Reports, as a markdown table:
 
-- today's full re-hash, ``tasks.ops.fetch.directory_fingerprint`` (skip with ``--skip-baseline``);
+- today's full re-hash, ``tasks.sources.fetch.directory_fingerprint`` (skip with ``--skip-baseline``);
 - cold: ``fingerprint_path`` with an empty stat cache (the page cache is warm after generation);
 - warm: median of ``--repeats`` calls in this process, and of ``--repeats`` fresh processes (interpreter
   start and imports included: what a ``tfpipe status`` pays for fingerprinting plus its own start);
@@ -41,8 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks.ops.fetch import directory_fingerprint  # noqa: E402
-from tasks.ops.fingerprint import fingerprint_path, stat_cache_path  # noqa: E402
+from tasks.sources.fetch import directory_fingerprint  # noqa: E402
+from tasks.sources.fingerprint import fingerprint_path, stat_cache_path  # noqa: E402
 
 SPEC_FILE = "bench-spec.json"
 AN_HOUR_AGO = time.time() - 3600
@@ -51,7 +51,7 @@ CHILD = """
 import sys, time
 start = time.perf_counter()
 from pathlib import Path
-from tasks.ops.fingerprint import fingerprint_path, stat_cache_path
+from tasks.sources.fingerprint import fingerprint_path, stat_cache_path
 data, root = Path(sys.argv[1]), Path(sys.argv[2])
 fingerprint_path(data, cache_file=stat_cache_path(root), exclude=[root])
 print(time.perf_counter() - start)

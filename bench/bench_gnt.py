@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/bench_gnt.py --mb 256 --repeats 3 --mem-mb 1024
 
-(a) samples/s of ``tasks.formats.gnt.iter_gnt`` and of the baseline reader over the same files in the
+(a) samples/s of ``tasks.datasets.hwdb.gnt.iter_gnt`` and of the baseline reader over the same files in the
     same run (median of ``--repeats`` runs each, alternating), plus ``count_gnt_samples``;
 (b) peak RSS (``ru_maxrss`` of a fresh subprocess) while converting GNT input (iter_gnt + fit_to_square
     to 64x64, folded into a running checksum) for two input sizes, to show memory does not grow with input.
@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.formats.gnt import count_gnt_samples, iter_gnt  # noqa: E402
-from tasks.ops.images import fit_to_square  # noqa: E402
+from tasks.datasets.hwdb.gnt import count_gnt_samples, iter_gnt  # noqa: E402
+from tasks.formats.images import fit_to_square  # noqa: E402
 from tests.fakes.gnt import encode_sample  # noqa: E402
 
 FILE_MB = 24  # real HWDB1.1 files are 10-27 MB each

@@ -46,7 +46,7 @@ def child(source: Path, artifacts: Path, image_size: int) -> None:
     import luigi
     import luigi.configuration
 
-    from tasks.decode_hwdb import DecodeHwdb
+    from tasks.datasets.hwdb.task import DecodeHwdb
 
     config = luigi.configuration.get_config()
     if not config.has_section("ArtifactStore"):

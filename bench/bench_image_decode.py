@@ -58,7 +58,7 @@ def make_images(root: Path, count: int, seed: int, workers: int) -> list[Path]:
 
     A ``root`` that already holds the same set (``made.json``: count and seed) is reused as it is.
     """
-    from tasks.ops.image_folder import scan_class_folders
+    from tasks.datasets.images.folder import scan_class_folders
 
     made = root / "made.json"
     wanted = json.dumps({"count": count, "seed": seed, "size": [WIDTH, HEIGHT], "quality": QUALITY})
@@ -94,7 +94,7 @@ def baseline(paths: list[Path]) -> int:
 
 
 def tfpipe(paths: list[Path], *, fit: str = "pad", workers: int = 2) -> int:
-    from tasks.ops.image_folder import decode_images
+    from tasks.datasets.images.folder import decode_images
 
     count = 0
     for result in decode_images(paths, channels=3, size=SIZE, fit=fit, workers=workers):
@@ -131,7 +131,7 @@ def quality_check(paths: list[Path]) -> tuple[float, float]:
     import cv2
     from PIL import Image
 
-    from tasks.ops.image_folder import load_image
+    from tasks.datasets.images.folder import load_image
 
     diffs = []
     for path in paths:

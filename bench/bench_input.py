@@ -1,4 +1,4 @@
-"""Benchmark the TFRecord input pipeline (tasks.ops.input_pipeline.make_dataset) on this machine.
+"""Benchmark the TFRecord input pipeline (tasks.data.input_pipeline.make_dataset) on this machine.
 
 Measures, on shards it generates itself in a temporary directory:
   read     raw read throughput of make_dataset alone (training=False, batch 1024), images/s
@@ -31,8 +31,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from models import build_model  # noqa: E402
-from tasks.ops.input_pipeline import make_dataset  # noqa: E402
+from models.builders import build_model  # noqa: E402
+from tasks.data.input_pipeline import make_dataset  # noqa: E402
 
 NUM_SHARDS = 8
 

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/bench_predict.py [--images 512] [--runs 5] [--batch-size 64] [--size 32]
 
 Writes N random PNGs and a small CNN (untrained; speed does not depend on the weights) exported with
-tasks.ops.freeze into a temporary directory, then for batch size 1 and ``--batch-size`` times, in turns
+tasks.export.freeze into a temporary directory, then for batch size 1 and ``--batch-size`` times, in turns
 within every run (so both see the same machine load):
   * the SavedModel signature alone on bytes already in memory, and
   * Predictor.predict end to end (read the files, check them, run the model),
@@ -29,8 +29,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tasks.ops.freeze import export_serving_model  # noqa: E402
-from tasks.ops.predict import Predictor, load_predictor  # noqa: E402
+from tasks.export.freeze import export_serving_model  # noqa: E402
+from tasks.export.predict import Predictor, load_predictor  # noqa: E402
 
 CLASS_NAMES = [f"class_{i}" for i in range(10)]
 GOAL = 0.7  # predict() end to end at --batch-size, as a fraction of the signature-only rate

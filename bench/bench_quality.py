@@ -103,7 +103,7 @@ def write_imbalanced_digit_folder(root: Path) -> Path:
 def write_digit_idx(root: Path) -> Path:
     from sklearn.model_selection import train_test_split
 
-    from tasks.formats.idx import write_idx
+    from tasks.datasets.mnist.idx import write_idx
 
     images, labels = upscaled_digits(DIGITS_SIDE_MNIST)
     train_x, test_x, train_y, test_y = train_test_split(images, labels, test_size=MNIST_TEST_SHARE,
@@ -164,7 +164,7 @@ def peer_score(shards: Path) -> tuple[float, float, float, int, int]:
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.svm import SVC
 
-    from tasks.ops.shards import load_split_arrays
+    from tasks.data.shards import load_split_arrays
 
     train_x, train_y = load_split_arrays(shards, "train")
     test_x, test_y = load_split_arrays(shards, "test")

@@ -4,7 +4,7 @@
 
 Baseline (the seeds): for each image of each pickle batch, PNG-encode it, build one ``tf.train.Example``
 and write it with ``tf.io.TFRecordWriter``, single thread. tfpipe: the restricted-pickle decode
-(tasks/formats/cifar.py) and ``write_split_shards`` (raw uint8, hand-encoded Examples, TF-free writer).
+(tasks/datasets/cifar/codec.py) and ``write_split_shards`` (raw uint8, hand-encoded Examples, TF-free writer).
 Also measures reading the shards back with the training input pipeline (tf.data, batch 1024).
 Every measurement runs in a fresh process after os.sync(); prints a markdown table of medians.
 """
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))  # tasks and the test-support fakes (tests.fakes) 
 def make_batches(directory: Path, total: int) -> list[Path]:
     """Six batches of fake images in ``directory`` (protocol 4) and the same batches in ``directory/py2`` in the
     official files' Python 2 layout; ``counts.json`` beside each set."""
-    from tasks.formats.cifar import CIFAR10
+    from tasks.datasets.cifar.codec import CIFAR10
     from tests.fakes.cifar import fake_cifar_images, write_cifar_batch
 
     rng = np.random.default_rng(0)
@@ -80,10 +80,10 @@ def baseline(batches: list[Path], out: Path) -> int:
 
 
 def tfpipe_path(batches: list[Path], out: Path, image_format: str = "raw") -> int:
-    from tasks.formats.cifar import CIFAR10
-    from tasks.ops.examples import encode_keys, pixel_digests
-    from tasks.ops.parallel_decode import iter_batches
-    from tasks.ops.shards import ShardSpec, write_split_shards
+    from tasks.data.shards import ShardSpec, write_split_shards
+    from tasks.datasets.cifar.codec import CIFAR10
+    from tasks.datasets.cifar.parallel_decode import iter_batches
+    from tasks.formats.examples import encode_keys, pixel_digests
 
     # Decode as the decode stage does (iter_batches: two reader threads, batches in order), every batch's
     # pixels straight into one preallocated array (the total comes from counts.json, written with the batches).
@@ -108,7 +108,7 @@ def read_back(out: Path, image_format: str, steady_passes: int = 3) -> dict[str,
     """Images/s of the evaluation input pipeline over the shards: its first pass, and the median of the next
     ``steady_passes`` (what every later training epoch sees). Building the pipeline (reading the format,
     tracing the parse function) happens before the clock, as imports do."""
-    from tasks.ops.input_pipeline import make_dataset
+    from tasks.data.input_pipeline import make_dataset
 
     files = sorted(str(p) for p in out.glob("cifar10-train.tfrecord-*"))
     dataset = make_dataset(files, image_shape=(32, 32, 3), batch_size=1024, training=False,
@@ -157,8 +157,8 @@ def run_child(method: str, root: Path) -> None:
         import cv2  # noqa: F401
         import tensorflow as tf  # noqa: F401
     else:
-        import tasks.ops.parallel_decode  # noqa: F401
-        import tasks.ops.shards  # noqa: F401
+        import tasks.data.shards  # noqa: F401
+        import tasks.datasets.cifar.parallel_decode  # noqa: F401
     print(json.dumps(METHODS[method](batches, out)))
 
 

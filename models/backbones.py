@@ -4,9 +4,9 @@
 of the dataset's shape ``(H, W, C)``, C = 1 or 3, on an input named ``image``) and returning pooled
 features ``(batch, D)`` float32 on a layer named ``features``. A Keras head called on its output makes ONE
 Keras model from images to probabilities, which saves as ``.keras`` (every custom layer here is
-registered) and exports with ``tasks.ops.freeze.export_serving_model`` like any other tfpipe model.
+registered) and exports with ``tasks.export.freeze.export_serving_model`` like any other tfpipe model.
 
-Per kind (``tasks/ops/backbone_spec.py`` parses the spec; this module uses only its attributes, so
+Per kind (``models/backbone_spec.py`` parses the spec; this module uses only its attributes, so
 ``models`` imports nothing from ``tasks`` at run time):
 
 - **keras**: ``keras.applications.<Name>(include_top=False, pooling="avg", input_shape=(S, S, 3))``
@@ -56,7 +56,7 @@ import numpy as np
 from models.heads import image_input
 
 if TYPE_CHECKING:
-    from tasks.ops.backbone_spec import BackboneSpec
+    from models.backbone_spec import BackboneSpec
 
 FEATURES_NAME = "features"
 NETWORK_NAME = "backbone_network"
@@ -67,7 +67,7 @@ BATCH_NORM_OP = "BatchNormWithGlobalNormalization"
 _PACKAGE = "tfpipe_backbones"
 _GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale
 
-# The pixel ranges a model or freeze backbone's network may take (tasks.ops.backbone_spec.INPUT_RANGES), by
+# The pixel ranges a model or freeze backbone's network may take (models.backbone_spec.INPUT_RANGES), by
 # their bounds; "auto" reads the range from the network's leading layers. Keras applications and frozen
 # graphs do their own preprocessing (OWN_PREPROCESSING).
 INPUT_RANGE_AUTO = "auto"

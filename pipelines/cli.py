@@ -30,12 +30,12 @@ from luigi.task_register import Register
 
 from pipelines.registry import DATASETS, get_dataset
 from pipelines.stages import Pipeline, params_set_by_pipeline, pipeline_task, register_wrappers, until_choices
-from tasks.base import ArtifactStore, ArtifactTask
-from tasks.ops.cluster import ClusterError
-from tasks.ops.error_text import describe_error
-from tasks.ops.quiet import quiet_output
-from tasks.ops.runlog import append_run, lease, read_runs
-from tasks.store import find_artifacts
+from tasks.runtime.error_text import describe_error
+from tasks.runtime.quiet import quiet_output
+from tasks.store.artifacts import find_artifacts
+from tasks.store.runlog import append_run, lease, read_runs
+from tasks.store.task import ArtifactStore, ArtifactTask
+from tasks.training.cluster import ClusterError
 
 PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "luigi.cfg"
 # Errors a user causes (bad input, bad flags, missing files): one line, no traceback.
@@ -276,7 +276,7 @@ def record_run(args: argparse.Namespace, nodes: list[ArtifactTask], *, ran: list
 
 def publish_exit_code(nodes: Sequence[ArtifactTask]) -> int:
     """0, or ``[PublishGate] refused_exit_code`` when this run's publish gate refused the model."""
-    from tasks.publish import Publish, PublishGate
+    from tasks.export.publish_task import Publish, PublishGate
 
     for node in nodes:
         if isinstance(node, Publish) and not node.output().manifest().get("published", True):
@@ -299,7 +299,7 @@ def print_outputs(task: Pipeline) -> None:
 
 
 def print_health_warnings(nodes: Sequence[ArtifactTask]) -> None:
-    """The evaluation's verdict on the model (tasks/ops/health.py): one line per warning, on stderr, when the
+    """The evaluation's verdict on the model (tasks/evaluation/health.py): one line per warning, on stderr, when the
     run made the model (an up-to-date run prints its one line; ``tfpipe history`` keeps every verdict)."""
     for node in nodes:
         if node.provides == "evaluation" and node.complete():
@@ -385,9 +385,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from tasks.ops.gc import apply_gc, plan_gc, size_of
+    from tasks.features.cache import unused_packs
+    from tasks.store.gc import apply_gc, plan_gc, size_of
 
-    plan = plan_gc(Path(ArtifactStore().root), args.keep)
+    plan = plan_gc(Path(ArtifactStore().root), args.keep, cache_sweepers=(unused_packs,))
     for path in plan.remove:
         print(f"{'would remove' if args.dry_run else 'remove'} {size_of(path) / 2**20:9.1f} MiB  {path}")
     if plan.packs_skipped_reason:
@@ -402,7 +403,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_cluster_member(args: argparse.Namespace) -> int:
     """Join the cluster of the pipeline's Train task, as TF_CONFIG's task; exit 0 once the chief's run is done."""
-    from tasks.train import Train, join_cluster
+    from tasks.training.task import Train, join_cluster
 
     [train] = [node for node in artifact_tasks(top_task(args)) if isinstance(node, Train)] or [None]
     if train is None:
@@ -419,7 +420,7 @@ def cmd_cluster_member(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tasks.ops.predict import format_predictions, load_predictor
+    from tasks.export.predict import format_predictions, load_predictor
 
     model_dir = Path(args.model_dir)
     if (model_dir / "model").is_dir() and not (model_dir / "saved_model").is_dir():

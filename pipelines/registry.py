@@ -18,14 +18,14 @@ from typing import Any
 
 import luigi
 
-from tasks.base import ArtifactTask
-from tasks.captcha import DecodeCaptcha, GenerateCaptchas
-from tasks.decode_cifar import DecodeCifar
-from tasks.decode_hwdb import DecodeHwdb
-from tasks.decode_images import DecodeImages
-from tasks.decode_mnist import DecodeMnist, idx_file_names
-from tasks.download import Download, is_remote
-from tasks.ops.budget import BALANCE_RULE, BUDGET_RULE
+from tasks.datasets.captcha.task import DecodeCaptcha, GenerateCaptchas
+from tasks.datasets.cifar.task import DecodeCifar
+from tasks.datasets.hwdb.task import DecodeHwdb
+from tasks.datasets.images.task import DecodeImages
+from tasks.datasets.mnist.task import DecodeMnist, idx_file_names
+from tasks.sources.task import Download, is_remote
+from tasks.store.task import ArtifactTask
+from tasks.training.budget import BALANCE_RULE, BUDGET_RULE
 
 # The role under which a user's ``--source`` reaches the decode stage.
 USER_SOURCE = "data"
@@ -61,7 +61,7 @@ class Training:
     """A dataset's training defaults: what ``Train.epochs``, ``Train.batch_size`` and ``Train.learning_rate``
     mean when the user does not set them, and the budget rule that sizes the run to the data.
 
-    The budget rule (``tasks/ops/budget.py``) takes the epochs that give at least ``target_steps`` optimizer
+    The budget rule (``tasks/training/budget.py``) takes the epochs that give at least ``target_steps`` optimizer
     steps, no fewer than ``min_epochs`` and no more than ``max_epochs``: small data gets the many passes it
     needs for its weights (and batch-norm statistics) to settle, large data a few. The learning rate warms up
     linearly over ``warmup_fraction`` of the steps, then follows a cosine to zero; early stopping on the

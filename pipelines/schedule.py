@@ -18,7 +18,7 @@ from luigi.task import flatten
 from luigi.tools.range import RangeDaily
 
 from pipelines.stages import pipeline_task, register_wrappers
-from tasks.base import ArtifactStore, ArtifactTask
+from tasks.store.task import ArtifactStore, ArtifactTask
 
 register_wrappers()
 __all__ = ["DailyRetrain", "RangeDaily"]

@@ -16,14 +16,14 @@ from typing import Any, ClassVar
 import luigi
 
 from pipelines.registry import DATASETS, Dataset, get_dataset
-from tasks.base import ArtifactTask
-from tasks.bottleneck import Bottleneck
-from tasks.evaluate import Evaluate
-from tasks.freeze import Freeze
-from tasks.imagedirs import ImageDirs
-from tasks.publish import Publish
-from tasks.tfrecords import TFRecords
-from tasks.train import Train
+from tasks.data.imagedirs_task import ImageDirs
+from tasks.data.tfrecords_task import TFRecords
+from tasks.evaluation.task import Evaluate
+from tasks.export.freeze_task import Freeze
+from tasks.export.publish_task import Publish
+from tasks.features.task import Bottleneck
+from tasks.store.task import ArtifactTask
+from tasks.training.task import Train
 
 SOURCE_STAGE = "download"
 DECODE_STAGE = "decode"

@@ -60,7 +60,7 @@ def run_until(stage: str, photos: Path, root: Path, backbone: Path, *extra: str)
 def test_features_equal_the_backbones_own_outputs(photos: Path, tmp_path: Path, luigi_config) -> None:
     import keras
 
-    from tasks.ops.shards import load_split_arrays
+    from tasks.data.shards import load_split_arrays
 
     backbone = tiny_backbone(tmp_path / "backbone.keras")
     root = tmp_path / "artifacts"
@@ -103,7 +103,7 @@ def test_added_images_are_the_only_ones_computed_and_a_new_backbone_computes_all
 
 
 def test_two_processes_extracting_into_one_cache_leave_valid_entries(photos: Path, tmp_path: Path) -> None:
-    from tasks.ops.feature_cache import FeatureCache, cache_root
+    from tasks.features.cache import FeatureCache, cache_root
 
     backbone = tiny_backbone(tmp_path / "backbone.keras")
     root = tmp_path / "artifacts"
@@ -261,7 +261,7 @@ def rescaling_backbone(path: Path) -> Path:
 
 def test_a_backbone_that_rescales_its_own_pixels_is_fed_0_255_and_its_head_learns(
         photos: Path, tmp_path: Path, luigi_config) -> None:
-    from tasks.ops.features import MIN_FEATURE_SPREAD, feature_spread
+    from tasks.features.extract import MIN_FEATURE_SPREAD, feature_spread
 
     backbone = rescaling_backbone(tmp_path / "rescaling.keras")
     root = tmp_path / "artifacts"

@@ -41,7 +41,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_every_stage_leaves_its_outputs_and_manifest(tiny_run: Path) -> None:
-    from tasks import store
+    from tasks.store import artifacts as store
 
     for stage in STAGES:
         path = only(tiny_run, stage)
@@ -120,7 +120,7 @@ def test_predict_prints_what_the_keras_model_predicts(tiny_run: Path, capsys: py
 def test_frozen_graph_and_saved_model_match_keras(tiny_run: Path) -> None:
     import keras
 
-    from tasks.ops.freeze import verify_exported
+    from tasks.export.freeze import verify_exported
 
     pngs = sorted((only(tiny_run, "imagedirs") / "test").glob("*.png"))[:8]
     model = keras.models.load_model(only(tiny_run, "train") / "model.keras", compile=False)
@@ -145,7 +145,7 @@ def test_changing_epochs_reruns_train_evaluate_freeze_only(tiny_run: Path) -> No
 def test_nan_loss_fails_train_and_leaves_no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tensorflow as tf
 
-    from tasks.ops import training
+    from tasks.training import fit as training
 
     real_make_dataset = training.make_dataset
 
@@ -166,7 +166,7 @@ def test_nan_loss_fails_train_and_leaves_no_model(tmp_path: Path, monkeypatch: p
         assert artifact_dirs(root, stage) == [], stage
 
 
-@pytest.mark.slow  # 40 s; fit's resume is also tested on its own in tests/ops/test_custom_loop.py
+@pytest.mark.slow  # 40 s; fit's resume is also tested on its own in tests/training/test_custom_loop.py
 def test_killed_training_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     root = tmp_path / "artifacts"
     args = [sys.executable, "-m", "pipelines.cli", "run", "captcha", "--until", "train", "--artifacts", str(root),

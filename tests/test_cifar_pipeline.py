@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pipelines import cli
-from tasks.formats.cifar import CIFAR10, CIFAR100
+from tasks.datasets.cifar.codec import CIFAR10, CIFAR100
 from tests.fakes.cifar import write_cifar_archive
 from tests.helpers.http import LoopbackServer
 
@@ -181,7 +181,7 @@ def test_cifar100_local_archive_with_coarse_labels(tmp_path: Path, luigi_config)
                    "--set", "DecodeCifar.label_mode=coarse") == 0
     [coarse] = [d for d in stage_dirs(root, "decode") if d != decoded]
     assert (coarse / "labels.txt").read_text() == (decoded / "coarse_labels.txt").read_text()
-    from tasks.ops.examples import load_split
+    from tasks.formats.examples import load_split
 
     np.testing.assert_array_equal(load_split(coarse, "test")["label"], source["test_coarse_labels"])
     np.testing.assert_array_equal(load_split(decoded, "test")["label"], source["test_labels"])
@@ -264,10 +264,10 @@ def test_cifar10_trains_evaluates_freezes_and_predicts_fixture_jpegs(
     import keras
     import numpy as np
 
-    from tasks.evaluate import predict_in_batches
-    from tasks.ops.report import classification_metrics
-    from tasks.ops.shards import load_split_arrays
-    from tasks.train import MODEL_FILE
+    from tasks.data.shards import load_split_arrays
+    from tasks.evaluation.report import classification_metrics
+    from tasks.evaluation.task import predict_in_batches
+    from tasks.training.task import MODEL_FILE
 
     [shards], [trained] = stage_dirs(root, "tfrecords"), stage_dirs(root, "train")
     images, labels = load_split_arrays(shards, "test")

@@ -18,13 +18,13 @@ import pytest
 from pipelines import cli
 from pipelines.registry import DATASETS, get_dataset
 from pipelines.stages import decode_task
-from tasks.decode_hwdb import DecodeHwdb
-from tasks.download import Download
+from tasks.datasets.hwdb.gnt import iter_gnt
+from tasks.datasets.hwdb.task import DecodeHwdb
+from tasks.formats.dataset_info import DatasetInfo
 from tasks.formats.errors import ArchiveError, GntFormatError
-from tasks.formats.gnt import iter_gnt
-from tasks.ops.dataset_info import DatasetInfo
-from tasks.ops.examples import load_split
-from tasks.ops.images import fit_to_square
+from tasks.formats.examples import load_split
+from tasks.formats.images import fit_to_square
+from tasks.sources.task import Download
 from tests.fakes.hwdb import DEFAULT_CHARS, TEST_DIR, TRAIN_DIR, FakeHwdb, write_fake_hwdb
 from tests.helpers.http import LoopbackServer
 
@@ -335,7 +335,7 @@ def test_alz_without_unalz_says_how_to_extract_by_hand(
 ) -> None:
     fake = small_fake(tmp_path / "src")
     task = official_decode(*alz_zips(tmp_path, fake))
-    monkeypatch.setattr("tasks.ops.archive.shutil.which", lambda name: None)
+    monkeypatch.setattr("tasks.sources.archive.shutil.which", lambda name: None)
     assert build(*task.requires().values())
     with pytest.raises(ValueError, match=r"apt-get install unalz && unalz HWDB1.1trn_gnt.alz") as caught:
         task.run()

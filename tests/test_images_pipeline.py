@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import cli
-from tasks.ops.shards import iter_shard_examples
+from tasks.data.shards import iter_shard_examples
 from tests.conftest import FIXTURES, REPO
 from tests.fakes.images import write_awkward_images, write_class_folder
 
@@ -164,7 +164,7 @@ def test_running_inside_the_data_folder(tmp_path: Path) -> None:
 
 def test_status_rehashes_only_what_changed(tmp_path: Path, luigi_config, monkeypatch: pytest.MonkeyPatch,
                                            capsys) -> None:
-    from tasks.ops import fingerprint
+    from tasks.sources import fingerprint
 
     folder = tmp_path / "data"
     written = write_class_folder(folder, {"a": 15, "b": 15}, size=(40, 30), seed=3)

@@ -1,8 +1,11 @@
-"""Layout rules (README, "Layout"), checked on the source with ``ast`` (nothing is imported).
+"""Layout and layer rules (docs/ARCHITECTURE.md), checked on the source with ``ast`` (nothing is imported).
 
 - Product code (pipelines/, tasks/, models/) never imports ``tests``: fakes live in ``tests/fakes/``.
-- No product module's path names a fake.
-- Nothing below ``tasks/*.py`` (tasks/formats, tasks/ops, models) imports Luigi.
+- Luigi is imported only by task modules (``tasks/**/task.py``, ``tasks/**/*_task.py``) and ``pipelines/``.
+- Rooms import downward only: ``tasks/<room>`` imports rooms of a lower rank (or its own), never a higher
+  one; a dataset's folder imports no other dataset's; ``tasks/`` never imports ``pipelines/``, and
+  ``models/`` imports neither.
+- No folder of pipelines/, tasks/ or models/ holds more than 12 modules or 2,500 lines directly.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCT_ROOTS = ("pipelines", "tasks", "models")
-LUIGI_FREE_ROOTS = ("tasks/formats", "tasks/ops", "models")
+# tasks/<room>, lowest first: a room may import its own rank or lower ones.
+ROOM_RANKS = {"formats": 0, "runtime": 0, "store": 1, "sources": 2, "datasets": 3, "data": 4, "features": 5,
+              "training": 6, "evaluation": 7, "export": 8}
+MAX_MODULES_PER_FOLDER = 12
+MAX_LINES_PER_FOLDER = 2500
 
 
 def _product_files() -> list[Path]:
@@ -58,6 +65,19 @@ def _violations(files: list[Path], forbidden: str) -> list[str]:
     return found
 
 
+def _imports(path: Path) -> Iterator[tuple[int, str]]:
+    yield from _imported_modules(path.read_text(encoding="utf-8"), _package_of(path))
+
+
+def _is_task_module(path: Path) -> bool:
+    return path.name == "task.py" or path.name.endswith("_task.py")
+
+
+def _room_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "tasks" else None
+
+
 def test_product_code_never_imports_tests() -> None:
     problems = _violations(_product_files(), "tests")
     assert not problems, "product code imports test support:\n" + "\n".join(problems)
@@ -68,12 +88,62 @@ def test_no_product_module_is_a_fake() -> None:
     assert not fakes, "fakes belong in tests/fakes/, not product code:\n" + "\n".join(fakes)
 
 
-@pytest.mark.parametrize("root", LUIGI_FREE_ROOTS)
-def test_plain_stage_code_never_imports_luigi(root: str) -> None:
+def test_luigi_is_imported_only_by_task_modules_and_pipelines() -> None:
+    plain = [p for p in _product_files() if p.parts[len(REPO.parts)] != "pipelines" and not _is_task_module(p)]
+    problems = _violations(plain, "luigi")
+    assert not problems, "plain code imports Luigi (move it to a task module):\n" + "\n".join(problems)
+
+
+def test_every_room_of_tasks_has_a_rank() -> None:
+    rooms = {p.name for p in (REPO / "tasks").iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert rooms == set(ROOM_RANKS), "a room of tasks/ was added or removed: rank it in ROOM_RANKS"
+
+
+def test_rooms_import_downward_only() -> None:
+    problems = []
+    for path in sorted((REPO / "tasks").rglob("*.py")):
+        room = _room_of(".".join(_package_of(path)))
+        if room is None:
+            continue
+        for line, module in _imports(path):
+            target = _room_of(module)
+            if target is not None and ROOM_RANKS[target] > ROOM_RANKS[room]:
+                problems.append(f"{path.relative_to(REPO)}:{line}: {room} imports {module} (a higher room)")
+    assert not problems, "\n".join(problems)
+
+
+def test_a_dataset_folder_imports_no_other_dataset() -> None:
+    problems = []
+    for path in sorted((REPO / "tasks" / "datasets").glob("*/*.py")):
+        own = path.parent.name
+        for line, module in _imports(path):
+            parts = module.split(".")
+            if parts[:2] == ["tasks", "datasets"] and len(parts) > 2 and parts[2] != own:
+                problems.append(f"{path.relative_to(REPO)}:{line}: imports {module}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(("root", "forbidden"), [("tasks", ("pipelines",)), ("models", ("pipelines", "tasks"))])
+def test_lower_packages_never_import_higher_ones(root: str, forbidden: tuple[str, ...]) -> None:
     files = sorted((REPO / root).rglob("*.py"))
-    assert files, f"no modules below {root}"
-    problems = _violations(files, "luigi")
-    assert not problems, f"modules below {root} import Luigi:\n" + "\n".join(problems)
+    problems = [problem for name in forbidden for problem in _violations(files, name)]
+    assert not problems, "\n".join(problems)
+
+
+def _is_wrapper_module(path: Path) -> bool:
+    """A one-statement ``pipelines/<name>.py`` kept for ``luigi --module pipelines.<name>``."""
+    return path.parent == REPO / "pipelines" and len(path.read_text(encoding="utf-8").splitlines()) <= 8
+
+
+def test_no_folder_is_crowded() -> None:
+    problems = []
+    folders = {p.parent for p in _product_files()}
+    for folder in sorted(folders):
+        modules = [p for p in folder.glob("*.py") if p.name != "__init__.py" and not _is_wrapper_module(p)]
+        lines = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in modules)
+        if len(modules) > MAX_MODULES_PER_FOLDER or lines > MAX_LINES_PER_FOLDER:
+            problems.append(f"{folder.relative_to(REPO)}: {len(modules)} modules, {lines} lines")
+    assert not problems, "split these folders into rooms:\n" + "\n".join(problems)
 
 
 def test_the_checks_see_every_kind_of_import() -> None:
@@ -82,7 +152,7 @@ def test_the_checks_see_every_kind_of_import() -> None:
         "import os\n"
         "from tests.fakes import cifar\n"
         "from .. import tests\n"
-        "from ..ops.fetch import x\n"
+        "from ..sources.fetch import x\n"
         "\n"
         "def f():\n"
         "    import luigi.configuration\n"
@@ -93,18 +163,6 @@ def test_the_checks_see_every_kind_of_import() -> None:
         (2, "tests.fakes"),
         (3, "tasks"),
         (3, "tasks.tests"),
-        (4, "tasks.ops.fetch"),
+        (4, "tasks.sources.fetch"),
         (7, "luigi.configuration"),
     ]
-
-
-@pytest.mark.parametrize("root", ["tasks", "models"])
-def test_imports_point_one_way_from_pipelines_to_tasks(root: str) -> None:
-    """pipelines -> tasks -> plain stage code -> codecs/models: nothing below pipelines/ imports it."""
-    files = sorted((REPO / root).rglob("*.py"))
-    assert _violations(files, "pipelines") == []
-
-
-def test_codecs_import_no_stage_code() -> None:
-    files = sorted((REPO / "tasks" / "formats").rglob("*.py"))
-    assert _violations(files, "tasks.ops") == [] and _violations(files, "models") == []

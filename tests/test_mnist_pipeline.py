@@ -14,7 +14,7 @@ import pytest
 
 from pipelines import cli
 from pipelines.registry import DATASETS, get_dataset
-from tasks.ops.examples import load_split
+from tasks.formats.examples import load_split
 from tests.fakes.idx import write_fake_mnist
 from tests.helpers.http import LoopbackServer
 

@@ -106,7 +106,7 @@ def test_without_publish_a_model_that_did_not_learn_exits_0_and_says_so(publishe
      "the model did not learn: test top1_accuracy"),
 ])
 def test_gate(value: float, current: float | None, health: dict | None, reason: str) -> None:
-    from tasks.publish import gate
+    from tasks.export.publish_task import gate
 
     got = gate(value, current, tolerance=0.02, floor=0.5, health=health)
     assert (reason in got) if reason else got == ""

@@ -1,4 +1,4 @@
-"""Quiet, readable output (tasks/ops/quiet.py): by default ``tfpipe`` shows its own lines and Keras' epoch lines,
+"""Quiet, readable output (tasks/runtime/quiet.py): by default ``tfpipe`` shows its own lines and Keras' epoch lines,
 without TensorFlow's start-up logs or the libraries' warnings; ``--log-level debug`` shows everything.
 
 The end-to-end tests run the real CLI in subprocesses (TensorFlow is not yet imported there, and no test
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import cli
-from tasks.ops import quiet
+from tasks.runtime import quiet
 from tests.conftest import REPO
 
 TINY = ["--set", "GenerateCaptchas.count=160", "--set", "Train.epochs=1", "--set", "Train.batch_size=32"]
@@ -28,7 +28,7 @@ NOISE = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "To enable the fo
 TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] ", re.MULTILINE)
 # Keras' line at the end of each epoch (``fit(verbose=2)``): ``5/5 - 6s - 1s/step - accuracy: ... - loss: ...``.
 EPOCH_LINE = re.compile(r"^\d+/\d+ - \d+m?s - .*\bloss: ", re.MULTILINE)
-# Real lines captured while TensorFlow 2.21 loaded (tasks/ops/quiet.py hides them).
+# Real lines captured while TensorFlow 2.21 loaded (tasks/runtime/quiet.py hides them).
 STARTUP_LINES = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
     "I0000 00:00:1796646237.602940    3108 port.cc:153] oneDNN custom operations are on. You may see slightly "

@@ -21,9 +21,9 @@ import pytest
 from pipelines import cli
 from pipelines.registry import DATASETS, Dataset, get_dataset, register, unregister
 from pipelines.stages import STAGES, Pipeline, Stage, build_chain, pipeline_task, stage_names
-from tasks.base import ArtifactTask
-from tasks.ops.dataset_info import DatasetInfo, SplitInfo
-from tasks.ops.examples import encode_keys, open_split_writer, save_class_names
+from tasks.formats.dataset_info import DatasetInfo, SplitInfo
+from tasks.formats.examples import encode_keys, open_split_writer, save_class_names
+from tasks.store.task import ArtifactTask
 from tests.conftest import REPO
 
 

@@ -109,7 +109,7 @@ def stop_without_a_message(self: object, out_dir: Path) -> dict:
 def test_a_task_failing_without_a_message_says_which_error_and_where(tmp_path: Path, luigi_config,
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture) -> None:
-    from tasks.decode_mnist import DecodeMnist
+    from tasks.datasets.mnist.task import DecodeMnist
 
     write_fake_mnist(tmp_path / "src", n_train=12, n_test=6, gzip=False, fashion=True, seed=1)
     monkeypatch.setattr(DecodeMnist, "build", stop_without_a_message)
@@ -123,8 +123,8 @@ def test_a_task_failing_without_a_message_says_which_error_and_where(tmp_path: P
 
 
 def mirrored_config(**changes: object) -> object:
-    from tasks.ops.training import TrainConfig
-    from tests.ops.test_input_pipeline import SHAPE
+    from tasks.training.fit import TrainConfig
+    from tests.data.test_input_pipeline import SHAPE
 
     return TrainConfig(model="mlp", image_shape=SHAPE, num_classes=3, num_heads=1, epochs=2, batch_size=64,
                        steps_per_epoch=1, train_examples=7, strategy="mirrored", cpu_devices=2,
@@ -134,8 +134,8 @@ def mirrored_config(**changes: object) -> object:
 def fit_on_two_cpus(work: Path, report: object = None) -> dict[str, object]:
     """In a fresh process (logical CPUs exist only if made before TensorFlow starts), as Train runs it: ``fit``
     on TFRecords of 7 training images and 1 validation image, mirrored over two CPUs with a batch of 64."""
-    from tasks.ops.training import fit
-    from tests.ops.test_input_pipeline import make_data, write_shards
+    from tasks.training.fit import fit
+    from tests.data.test_input_pipeline import make_data, write_shards
 
     images, labels = make_data(8, seed=1)
     (work / "train").mkdir(parents=True)
@@ -151,7 +151,7 @@ def fit_head_on_two_cpus(work: Path, report: object = None) -> dict[str, object]
     """``fit_head`` on features of 7 training and 3 validation images, as ``fit_on_two_cpus``."""
     import numpy as np
 
-    from tasks.ops.training import fit_head
+    from tasks.training.fit import fit_head
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(10, 5)).astype(np.float32)
@@ -163,7 +163,7 @@ def fit_head_on_two_cpus(work: Path, report: object = None) -> dict[str, object]
 @pytest.mark.parametrize(("training", "validation_images"), [(fit_on_two_cpus, 1), (fit_head_on_two_cpus, 3)])
 def test_mirrored_fit_and_head_take_splits_smaller_than_a_batch_and_than_the_replicas(
         training: object, validation_images: int, tmp_path: Path) -> None:
-    from tasks.ops.fresh_process import run_in_fresh_process
+    from tasks.runtime.fresh_process import run_in_fresh_process
 
     result = run_in_fresh_process(training, tmp_path)
     if "steps" in result:

@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tasks.formats.cifar import CIFAR10, CIFAR100  # noqa: E402
-from tasks.formats.idx import encode_idx  # noqa: E402
+from tasks.datasets.cifar.codec import CIFAR10, CIFAR100  # noqa: E402
+from tasks.datasets.mnist.idx import encode_idx  # noqa: E402
 from tasks.formats.tfrecord import encode_example  # noqa: E402
 from tests.fakes.cifar import _batch_dict, _meta_dict, fake_cifar_images  # noqa: E402
 from tests.fakes.gnt import encode_sample  # noqa: E402

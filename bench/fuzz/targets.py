@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 
 from bench.fuzz import sentinel
+from tasks.datasets.hwdb.gnt import HEADER, HEADER_SIZE, iter_gnt, iter_gnt_tags
+from tasks.datasets.images.folder import load_image
+from tasks.datasets.mnist.idx import GZIP_MAGIC, encode_idx, read_idx
 from tasks.formats.errors import ArchiveError, FormatError, GntFormatError, IdxFormatError
-from tasks.formats.gnt import HEADER, HEADER_SIZE, iter_gnt, iter_gnt_tags
-from tasks.formats.idx import GZIP_MAGIC, encode_idx, read_idx
 from tasks.formats.safe_pickle import ALLOWED_GLOBALS, RestrictedUnpickler, load_restricted
 from tasks.formats.tfrecord import decode_example, masked_crc32c, read_records
-from tasks.ops.archive import safe_extract
-from tasks.ops.image_folder import load_image
+from tasks.sources.archive import safe_extract
 
 Target = Callable[[bytes], None]
 

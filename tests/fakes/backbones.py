@@ -24,7 +24,7 @@ FEATURE_LAYER = "embedding"
 def save_application_weights(path: Path, name: str = "MobileNetV3Small", *, seed: int = 0) -> Path:
     """Build ``keras.applications.<name>`` as tfpipe does (no top, avg pooling, default size) and save its
     random weights to ``path`` (a ``.weights.h5`` file)."""
-    from tasks.ops.backbone_spec import keras_application
+    from models.backbone_spec import keras_application
 
     app = keras_application(name)
     keras.utils.set_random_seed(seed)
@@ -73,7 +73,7 @@ def preprocessing_classifier(
 
 def write_freeze_dir(directory: Path, model: keras.Model, image_shape: tuple[int, int, int]) -> Path:
     """What the freeze stage leaves that the freeze kind reads: ``model.keras`` and ``frozen_graph.json``."""
-    from tasks.ops.freeze import FreezeInfo, write_freeze_info
+    from tasks.export.freeze import FreezeInfo, write_freeze_info
 
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / "model.keras")

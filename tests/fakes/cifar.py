@@ -1,7 +1,7 @@
 """Test support: CIFAR-10 / CIFAR-100 "python version" fakes written in the real byte formats.
 
 Writes real-format fake data for tests and bench (not product code; the reader is
-:mod:`tasks.formats.cifar`): batch files and ``batches.meta``/``meta`` with the official keys and (N, 3072)
+:mod:`tasks.datasets.cifar.codec`): batch files and ``batches.meta``/``meta`` with the official keys and (N, 3072)
 planar uint8 rows, optionally in the official files' Python 2 pickle layout (:mod:`tests.fakes.py2_pickle`),
 learnable fake images, and byte-reproducible ``cifar-*-python.tar.gz`` archives.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.formats.cifar import IMAGE_SIDE, VALUES_PER_IMAGE, CifarSpec
+from tasks.datasets.cifar.codec import IMAGE_SIDE, VALUES_PER_IMAGE, CifarSpec
 from tests.fakes.py2_pickle import dumps_python2
 
 ARCHIVE_MTIME = 1_262_304_000  # fixed tar/gzip timestamps so generated archives are byte-reproducible

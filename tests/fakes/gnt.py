@@ -1,4 +1,4 @@
-"""Test support: a ``.gnt`` writer (CASIA HWDB sample layout, see :mod:`tasks.formats.gnt`).
+"""Test support: a ``.gnt`` writer (CASIA HWDB sample layout, see :mod:`tasks.datasets.hwdb.gnt`).
 
 Writes real-format fake data for tests and bench; not product code, which only reads ``.gnt`` files.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.formats.gnt import HEADER, HEADER_SIZE, TAG_ENCODING
+from tasks.datasets.hwdb.gnt import HEADER, HEADER_SIZE, TAG_ENCODING
 
 
 def encode_sample(tag: str, bitmap: np.ndarray) -> bytes:

@@ -18,7 +18,7 @@ from typing import TypedDict
 import cv2
 import numpy as np
 
-from tasks.formats.idx import write_idx
+from tasks.datasets.mnist.idx import write_idx
 
 SIDE = 28
 NUM_CLASSES = 10

@@ -1,7 +1,7 @@
 """Test support: class-per-folder image directories and awkward image files, in the real byte formats.
 
 Writes real-format fake data for tests and bench (JPEG, PNG, GIF, WebP, BMP with Pillow; 16-bit PNGs with
-OpenCV); not product code, which only reads them (:mod:`tasks.ops.image_folder`).
+OpenCV); not product code, which only reads them (:mod:`tasks.datasets.images.folder`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.formats.cifar import CIFAR100, read_cifar_batch
+from tasks.datasets.cifar.codec import CIFAR100, read_cifar_batch
 from tasks.formats.safe_pickle import load_restricted
 from tests.conftest import FIXTURES
 from tests.fakes.cifar import write_cifar_batch

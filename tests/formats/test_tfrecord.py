@@ -120,8 +120,8 @@ def test_frame_batch_equals_record_by_record_writing(tmp_path: Path) -> None:
 def test_shards_written_by_threads_equal_one_thread(tmp_path: Path, workers: int) -> None:
     import numpy as np
 
-    from tasks.ops.examples import encode_keys, pixel_digests
-    from tasks.ops.shards import ShardSpec, write_split_shards
+    from tasks.data.shards import ShardSpec, write_split_shards
+    from tasks.formats.examples import encode_keys, pixel_digests
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (500, 8, 8, 3), dtype=np.uint8)
@@ -142,8 +142,8 @@ def test_shards_written_by_threads_equal_one_thread(tmp_path: Path, workers: int
 def test_png_shards_decode_to_the_source_pixels(tmp_path: Path) -> None:
     import numpy as np
 
-    from tasks.ops.examples import encode_keys, pixel_digests
-    from tasks.ops.shards import ShardSpec, decode_stored_image, write_split_shards
+    from tasks.data.shards import ShardSpec, decode_stored_image, write_split_shards
+    from tasks.formats.examples import encode_keys, pixel_digests
 
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (20, 6, 5, 3), dtype=np.uint8)
@@ -223,7 +223,7 @@ def reference_key_hash(key: bytes, salt: str) -> int:
 def test_key_hashes_equal_the_reference_for_keys_of_every_length() -> None:
     import numpy as np
 
-    from tasks.ops.examples import encode_keys, key_hashes
+    from tasks.formats.examples import encode_keys, key_hashes
 
     keys = [b"", b"a", b"k" * 7, b"k" * 8, b"k" * 9, b"train/data_batch_1/00017", "é/ü".encode(), b"x" * 96]
     expected = [reference_key_hash(key, "shuffle:3") for key in keys]
@@ -238,7 +238,7 @@ def test_key_hashes_equal_the_reference_for_keys_of_every_length() -> None:
 def test_stable_order_sorts_by_key_hash_and_ignores_input_order() -> None:
     import numpy as np
 
-    from tasks.ops.examples import encode_keys, key_hashes, stable_order
+    from tasks.formats.examples import encode_keys, key_hashes, stable_order
 
     keys = [f"train/{i}" for i in range(2000)]
     order = stable_order(encode_keys(keys), "shuffle:3")
@@ -253,15 +253,15 @@ def test_stable_order_sorts_by_key_hash_and_ignores_input_order() -> None:
 def test_split_batches_stream_the_split_in_file_order(tmp_path: Path) -> None:
     import numpy as np
 
-    from tasks.ops.dataset_info import DatasetInfo, SplitInfo
-    from tasks.ops.examples import encode_keys, pixel_digests
-    from tasks.ops.shards import (
+    from tasks.data.shards import (
         ShardSpec,
         iter_shard_examples,
         iter_split_batches,
         load_split_arrays,
         write_split_shards,
     )
+    from tasks.formats.dataset_info import DatasetInfo, SplitInfo
+    from tasks.formats.examples import encode_keys, pixel_digests
 
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, (23, 4, 4, 1), dtype=np.uint8)

@@ -19,6 +19,13 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from models import backbone_spec  # noqa: E402
+from models.backbone_spec import (  # noqa: E402
+    KERAS_APPLICATIONS,
+    BackboneSpec,
+    keras_application,
+    parse_backbone,
+)
 from models.backbones import (  # noqa: E402
     FEATURES_NAME,
     GRAPH_JPEG_QUALITY,
@@ -29,17 +36,9 @@ from models.backbones import (  # noqa: E402
 )
 from models.backbones import feature_width as width_of  # noqa: E402
 from models.heads import classification_head  # noqa: E402
-from tasks.ops import backbone_spec  # noqa: E402
-from tasks.ops.backbone_spec import (  # noqa: E402
-    IMAGENET_NOT_CACHED,
-    KERAS_APPLICATIONS,
-    BackboneSpec,
-    backbone_digest,
-    keras_application,
-    parse_backbone,
-)
-from tasks.ops.freeze import ExportJob, export_model_file, export_serving_model, verify_exported  # noqa: E402
-from tasks.ops.fresh_process import run_in_fresh_process  # noqa: E402
+from tasks.export.freeze import ExportJob, export_model_file, export_serving_model, verify_exported  # noqa: E402
+from tasks.features.backbone_digest import IMAGENET_NOT_CACHED, backbone_digest  # noqa: E402
+from tasks.runtime.fresh_process import run_in_fresh_process  # noqa: E402
 from tests.fakes.backbones import (  # noqa: E402
     FEATURE_LAYER,
     batch_norm_only_graph_def,
@@ -250,7 +249,9 @@ def test_keras_digest_covers_weights_and_keras_version(
     weights_copy.write_bytes(weights_copy.read_bytes() + b"\0")
     assert backbone_digest(parse_backbone(f"keras:{APP}", weights=str(weights_copy))) != from_file
 
-    monkeypatch.setattr(backbone_spec, "_keras_version", lambda: "99.0.0")
+    from tasks.features import backbone_digest as digest_module
+
+    monkeypatch.setattr(digest_module, "_keras_version", lambda: "99.0.0")
     assert backbone_digest(imagenet) != second
     assert IMAGENET_NOT_CACHED == "imagenet-not-cached"
 
@@ -258,7 +259,7 @@ def test_keras_digest_covers_weights_and_keras_version(
 def test_parsing_and_digests_import_neither_tensorflow_nor_keras(files: dict[str, Path]) -> None:
     code = (
         "import sys\n"
-        "from tasks.ops.backbone_spec import backbone_digest, parse_backbone\n"
+        "from models.backbone_spec import parse_backbone\nfrom tasks.features.backbone_digest import backbone_digest\n"
         f"texts = ['keras:InceptionV3', {str(files['model'])!r}, {str(files['graph'])!r}, {str(files['freeze'])!r}]\n"
         "digests = [backbone_digest(parse_backbone(t)) for t in texts]\n"
         f"digests.append(backbone_digest(parse_backbone('keras:{APP}', weights={str(files['weights'])!r})))\n"

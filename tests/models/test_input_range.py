@@ -13,6 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from models.backbone_spec import parse_backbone, parse_input_range  # noqa: E402
 from models.backbones import (  # noqa: E402
     OWN_PREPROCESSING,
     InputRange,
@@ -22,7 +23,6 @@ from models.backbones import (  # noqa: E402
     load_backbone_with_range,
 )
 from models.heads import build_feature_head, compose  # noqa: E402
-from tasks.ops.backbone_spec import parse_backbone, parse_input_range  # noqa: E402
 from tests.fakes.backbones import preprocessing_classifier, small_classifier, write_freeze_dir  # noqa: E402
 
 SHAPE = (16, 16, 3)
@@ -113,9 +113,9 @@ def test_the_backbone_feeds_the_detected_range_and_the_composed_model_keeps_it(t
     # Backbone + head as one model, saved and reloaded in the form evaluate, freeze and predict read.
     head = build_feature_head(features.shape[1], 3)
     compose(backbone, head).save(tmp_path / "composed.keras")
-    import models
+    from models import builders
 
-    composed = models.load_trained_model(tmp_path / "composed.keras")
+    composed = builders.load_trained_model(tmp_path / "composed.keras")
     np.testing.assert_allclose(composed.predict(images, verbose=0), head.predict(features, verbose=0),
                                rtol=1e-5, atol=1e-6)
     tfpipe_own = detect_input_range(composed)  # a tfpipe model takes [0, 1], whatever its backbone took inside

@@ -10,7 +10,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from models import MODEL_BUILDERS, build_model  # noqa: E402
+from models.builders import MODEL_BUILDERS, build_model  # noqa: E402
 
 # Small input shapes and hyper-parameters per builder, so every test stays fast.
 SMALL_CASES = {

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.formats.cifar import CIFAR10, CIFAR100, CifarSpec
+from tasks.datasets.cifar.codec import CIFAR10, CIFAR100, CifarSpec
 from tests.fakes.cifar import fake_cifar_images, write_cifar_archive, write_cifar_batch, write_meta
 from tests.fakes.gnt import encode_sample
 from tests.fakes.hwdb import TEST_DIR, TRAIN_DIR, write_fake_hwdb
@@ -267,13 +267,13 @@ def _replace_first_gnt_sample(root: Path, header: bytes, bitmap: bytes) -> None:
 
 
 def _gunzip_idx(path: Path) -> np.ndarray:
-    from tasks.formats.idx import read_idx
+    from tasks.datasets.mnist.idx import read_idx
 
     return read_idx(path)
 
 
 def _rewrite_idx(path: Path, array: np.ndarray) -> None:
-    from tasks.formats.idx import write_idx
+    from tasks.datasets.mnist.idx import write_idx
 
     write_idx(path, array, gzip=True)
 
@@ -507,8 +507,8 @@ BAD_SOURCES.append(BadSource("cifar10", "checksum-mismatch", lambda d: cifar_arc
                              CIFAR10.archive_name, "sha256", extra_args=("--checksum", "sha256:" + "0" * 64),
                              stage="download"))
 
-# A captcha PNG whose header declares 60000x60000 pixels: refused before anything that size is allocated (the
-# fix brought by this suite: tasks/captcha.py load_image turns Pillow's DecompressionBombError into FormatError).
+# A captcha PNG whose header declares 60000x60000 pixels: refused before anything that size is allocated
+# (tasks/datasets/captcha/task.py load_image turns Pillow's DecompressionBombError into FormatError).
 BAD_SOURCES.append(BadSource("captcha", "decompression-bomb-header",
                              _captcha(_write("2.png", png_declaring(60_000, 60_000))), "FormatError", "2.png",
                              "image too large to decode safely", fast=True))

@@ -186,7 +186,7 @@ def _hook_h5py() -> None:
 
 def _hook_builds() -> None:
     """Every stage's build runs through ``ArtifactTask.run``: wrap it to know which stage is building."""
-    from tasks.base import ArtifactTask
+    from tasks.store.task import ArtifactTask
 
     real_run = ArtifactTask.run
 
@@ -216,7 +216,7 @@ def _hook_builds() -> None:
 
 def _hook_commit() -> None:
     """``pre_commit``: the build returned and ``MANIFEST.json`` is written; die before the rename into place."""
-    from tasks import store
+    from tasks.store import artifacts as store
 
     real_move = store._move_into_place
 

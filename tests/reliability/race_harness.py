@@ -5,7 +5,7 @@ Used by ``test_races.py`` only, as ``python -m tests.reliability.race_harness --
 
 1. it imports the CLI (Luigi and every task class; TensorFlow too with ``--import-tf``), so the slow imports are
    over before the race starts;
-2. in this process only, it wraps the store's build (``tasks.store.building``) to append
+2. in this process only, it wraps the store's build (``tasks.store.artifacts.building``) to append
    ``<Family>-<key> <harness pid> <pid> start`` and ``... end ok|error`` lines to ``--events`` (one
    ``os.write`` each on an ``O_APPEND`` descriptor: short lines from several processes never interleave), so
    the test counts how often each artifact's build really ran, with no hook in product code;
@@ -38,9 +38,10 @@ def append_line(path: Path, line: str) -> None:
 
 
 def install_build_counter(events: Path) -> None:
-    """Wrap ``tasks.store.building`` (the one door every stage's build goes through: ``ArtifactTask.run`` looks it
-    up at call time) to log each build's start and end under its artifact directory's name, ``<Family>-<key>``."""
-    from tasks import store
+    """Wrap ``tasks.store.artifacts.building`` (the one door every stage's build goes through:
+    ``ArtifactTask.run`` looks it up at call time) to log each build's start and end under its artifact
+    directory's name, ``<Family>-<key>``."""
+    from tasks.store import artifacts as store
 
     original = store.building
     harness_pid = os.getpid()  # Luigi may fork a worker process per task; the lines name both

@@ -40,10 +40,10 @@ from PIL import Image
 
 from pipelines import cli
 from pipelines.registry import DATASETS, get_dataset
-from tasks.formats.captcha_csv import read_labels_csv
+from tasks.datasets.captcha.labels_csv import read_labels_csv
+from tasks.datasets.images.folder import load_image
 from tasks.formats.errors import FormatError
 from tasks.formats.safe_pickle import load_restricted
-from tasks.ops.image_folder import load_image
 from tests.conftest import isolated_luigi_config
 from tests.reliability.bad_sources import (
     BAD_SOURCES,
@@ -505,7 +505,7 @@ def frozen_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny exported classifier (what the freeze stage writes) and one PNG it predicts."""
     import keras
 
-    from tasks.ops.freeze import export_serving_model
+    from tasks.export.freeze import export_serving_model
 
     keras.utils.set_random_seed(3)
     inputs = keras.Input((8, 8, 3), name="image")

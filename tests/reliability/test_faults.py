@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.store import TEMP_PREFIX, is_valid_artifact, verify_artifact
+from tasks.store.artifacts import TEMP_PREFIX, is_valid_artifact, verify_artifact
 from tests.helpers.http import LoopbackServer
 from tests.reliability.conftest import Record
 from tests.reliability.faults.compare import compare_trees, sha256

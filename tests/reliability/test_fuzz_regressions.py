@@ -21,7 +21,7 @@ import pytest
 from tasks.formats.errors import ArchiveError, FormatError, UnsafePickleError
 from tasks.formats.safe_pickle import load_restricted
 from tasks.formats.tfrecord import decode_example, masked_crc32c, read_records
-from tasks.ops.archive import safe_extract
+from tasks.sources.archive import safe_extract
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -182,7 +182,7 @@ def test_disk_errors_while_extracting_a_zip_stay_os_errors(tmp_path: Path, monke
     """The fix turns only bad-data OSErrors into ArchiveError: a full disk is not a "corrupt" archive."""
     import zipfile
 
-    import tasks.ops.archive as archive_module
+    import tasks.sources.archive as archive_module
 
     archive = tmp_path / "ok.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -489,7 +489,7 @@ def test_idx_dimensions_claiming_more_than_the_file_are_refused_before_reading(t
     path.write_bytes(bytes((0, 0, 8, 1)) + struct.pack(">I", 3 << 30))
     child = textwrap.dedent(f"""
         from tasks.formats.errors import IdxFormatError
-        from tasks.formats.idx import read_idx
+        from tasks.datasets.mnist.idx import read_idx
         try:
             read_idx({str(path)!r})
         except IdxFormatError as exc:
@@ -509,8 +509,8 @@ FUZZ_IDX_EMPTY_HUGE_SHAPE = (
 
 def test_idx_empty_shape_too_big_for_numpy_is_an_idx_error(tmp_path: Path) -> None:
     """Was ValueError "cannot reshape array of size 0 into shape (50331882,1610612752,16777216,0,0,...)"."""
+    from tasks.datasets.mnist.idx import read_idx
     from tasks.formats.errors import IdxFormatError
-    from tasks.formats.idx import read_idx
 
     path = tmp_path / "fuzzed.idx"
     path.write_bytes(FUZZ_IDX_EMPTY_HUGE_SHAPE)
@@ -520,7 +520,7 @@ def test_idx_empty_shape_too_big_for_numpy_is_an_idx_error(tmp_path: Path) -> No
 
 
 def test_idx_empty_file_of_real_images_still_reads(tmp_path: Path) -> None:
-    from tasks.formats.idx import read_idx, write_idx
+    from tasks.datasets.mnist.idx import read_idx, write_idx
 
     path = tmp_path / "t10k-images-idx3-ubyte"
     write_idx(path, np.zeros((0, 28, 28), np.uint8))

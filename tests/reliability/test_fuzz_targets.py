@@ -144,7 +144,7 @@ def test_unpickler_oracle_catches_an_import(monkeypatch: pytest.MonkeyPatch) -> 
 def test_archive_oracle_catches_a_write_outside_the_destination(monkeypatch: pytest.MonkeyPatch) -> None:
     escape = seeds("archive")["zip_escape"]
     TARGETS["archive"](escape)
-    import tasks.ops.archive as archive
+    import tasks.sources.archive as archive
 
     def no_checks(_archive: Path, name: str) -> str:
         return name.replace("\\", "/")

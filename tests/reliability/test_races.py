@@ -6,7 +6,7 @@ Two set-ups (issue 13, item 3):
   artifact must be built exactly once (a double run is a failure) and both processes must exit 0: the loser's
   tasks were done by the other worker.
 - **two local schedulers**: nothing coordinates the processes but the store. Both must exit 0 (the store keeps the
-  valid artifact already in place, ``tasks/store.py``); an artifact built twice is possible and counted, never
+  valid artifact already in place, ``tasks/store/artifacts.py``); an artifact built twice is possible and counted, never
   an error, but it must never leave a corrupt or partial artifact.
 
 Each repeat races in a fresh artifact root on its own copy (a hard link) of one tiny generated CIFAR-10 archive, so
@@ -40,8 +40,8 @@ from typing import Any
 
 import pytest
 
-from tasks import store
-from tasks.formats.cifar import CIFAR10
+from tasks.datasets.cifar.codec import CIFAR10
+from tasks.store import artifacts as store
 from tests.fakes.cifar import write_cifar_archive
 from tests.helpers.processes import luigid as start_luigid
 from tests.reliability.conftest import Record

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.formats.tfrecord import read_records
-from tasks.store import MANIFEST_NAME
+from tasks.store.artifacts import MANIFEST_NAME
 
 TIME_FIELDS = ("started_at", "finished_at", "seconds")
 EVENTS_NAME = re.compile(r"events\.out\.tfevents\.\d+(\.\d+)?\..+")

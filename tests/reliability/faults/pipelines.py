@@ -44,7 +44,7 @@ class Pipeline:
 
 def _cifar(spec_name: str) -> Callable[[Path], list[str]]:
     def make(directory: Path) -> list[str]:
-        from tasks.formats.cifar import CIFAR10, CIFAR100
+        from tasks.datasets.cifar.codec import CIFAR10, CIFAR100
         from tests.fakes.cifar import write_cifar_archive
 
         spec = CIFAR10 if spec_name == "cifar10" else CIFAR100
