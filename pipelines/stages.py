@@ -23,6 +23,7 @@ from tasks.export.freeze_task import Freeze
 from tasks.export.publish_task import Publish
 from tasks.features.task import Bottleneck
 from tasks.store.task import ArtifactTask
+from tasks.training.budget import BALANCE_RULE, BUDGET_RULE
 from tasks.training.task import Train
 
 SOURCE_STAGE = "download"
@@ -66,6 +67,12 @@ def canonical_stage(name: str) -> str:
     return SOURCE_STAGE if name in SOURCE_STAGE_ALIASES else name
 
 
+def train_defaults(dataset: Dataset) -> dict[str, Any]:
+    """What Train receives (and keys on): the dataset's model, augmentation and training defaults, and the names
+    of the rules that turn them into a budget and class weights (``tasks/training/budget.py``)."""
+    return {**dataset.train_defaults(), "budget_rule": BUDGET_RULE, "balance_rule": BALANCE_RULE}
+
+
 def dataset_params(task: type[luigi.Task], dataset: Dataset) -> dict[str, Any]:
     """The registry's values for the parameters a task class declares (``dataset``, ``dataset_defaults``)."""
     params = dict(task.get_params())
@@ -73,7 +80,7 @@ def dataset_params(task: type[luigi.Task], dataset: Dataset) -> dict[str, Any]:
     if "dataset" in params:
         values["dataset"] = dataset.name
     if "dataset_defaults" in params:
-        values["dataset_defaults"] = dataset.train_defaults()
+        values["dataset_defaults"] = train_defaults(dataset)
     if "dataset_augmentation" in params:
         values["dataset_augmentation"] = dataset.augmentation_defaults()
     if "dataset_metric" in params:

@@ -20,7 +20,7 @@ import pytest
 
 from pipelines import cli
 from pipelines.registry import DATASETS, Dataset, get_dataset, register, unregister
-from pipelines.stages import STAGES, Pipeline, Stage, build_chain, pipeline_task, stage_names
+from pipelines.stages import STAGES, Pipeline, Stage, build_chain, class_name, pipeline_task, stage_names
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
 from tasks.formats.examples import encode_keys, open_split_writer, save_class_names
 from tasks.store.task import ArtifactTask
@@ -150,10 +150,40 @@ def test_set_refuses_what_it_cannot_apply(assignment: str, message: str, tmp_pat
 
 
 def test_every_dataset_has_a_wrapper_module_and_a_luigi_family() -> None:
+    """``pipelines.<name>`` exists for every dataset without a file of its own, and holds its wrapper task."""
+    import importlib
+
     for name in DATASETS:
-        module = REPO / "pipelines" / f"{name}.py"
-        assert module.is_file(), f"pipelines/{name}.py missing for `luigi --module pipelines.{name}`"
-        assert f'pipeline_task("{name}")' in module.read_text()
+        assert not (REPO / "pipelines" / f"{name}.py").exists(), "the module is made from the registry"
+        module = importlib.import_module(f"pipelines.{name}")
+        wrapper = getattr(module, class_name(name))
+        assert issubclass(wrapper, Pipeline) and wrapper.dataset_name == name
+        assert wrapper.get_task_family() == class_name(name)
+
+
+def test_a_dataset_folder_with_an_entry_is_a_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a dataset is adding a folder under tasks/datasets/ with an entry.py; nothing else lists it."""
+    from tasks.datasets import catalog
+
+    folders = catalog.dataset_folders()
+    assert folders == sorted({d.decode.__module__.split(".")[2] for d in DATASETS.values()})
+    assert list(catalog.find_datasets()) == list(DATASETS)
+
+    # A new folder, copied from an existing dataset's entry under a new name, is found as it is.
+    package = tmp_path / "tasks_datasets_extra"
+    (package / "toy").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "toy" / "__init__.py").write_text("")
+    (package / "toy" / "entry.py").write_text(
+        "import dataclasses\n"
+        "from pipelines.registry import DATASETS\n"
+        "ENTRIES = (dataclasses.replace(DATASETS['mnist'], name='toy_digits'),)\n")
+    (package / "notes").mkdir()  # a folder without entry.py is no dataset
+    monkeypatch.setattr(catalog, "__file__", str(package / "catalog.py"))
+    monkeypatch.setattr(catalog, "__package__", "tasks_datasets_extra")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert catalog.dataset_folders() == ["toy"]
+    assert list(catalog.find_datasets()) == ["toy_digits"]
 
 
 def test_pipeline_module_registers_every_task_without_tensorflow() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.registry import DATASETS
+from pipelines.stages import train_defaults
 from tasks.training.budget import BUDGET_RULE, class_weights, resolve_budget, rule_epochs
 
 DEFAULTS = {"batch_size": 64, "learning_rate": 1e-3, "target_steps": 3000, "min_epochs": 5, "max_epochs": 60,
@@ -44,7 +45,7 @@ def test_a_bad_batch_size_is_refused() -> None:
 
 def test_every_dataset_declares_training_defaults_the_rule_can_resolve() -> None:
     for dataset in DATASETS.values():
-        defaults = dataset.train_defaults()
+        defaults = train_defaults(dataset)
         budget = resolve_budget(defaults, 10_000)
         assert budget.epochs >= 1 and budget.learning_rate > 0, dataset.name
         assert defaults["budget_rule"] == BUDGET_RULE
