@@ -89,9 +89,9 @@ def make_dataset(
     "jpeg") defaults to the first record's format.
 
     ``autotune`` turns on tf.data's runtime tuning of parallelism and buffer sizes. Off (the default),
-    every ``AUTOTUNE`` parallelism is fixed at the number of schedulable cores: measured on 2-core VMs,
-    the tuner's adjustments stalled about half of the passes at ~94k images/s, against 110-165k
-    without it (docs/PERFORMANCE.md).
+    every ``AUTOTUNE`` parallelism is fixed at the number of schedulable cores: on 2-core VMs the tuner's
+    adjustments stalled about half of the passes well below the fixed setting's rate (its figures are in
+    docs/PERFORMANCE.md).
 
     ``shard = (count, index)``: this input pipeline's part of the data, one of ``count`` disjoint parts (the
     files ``index::count`` when there are at least ``count`` of them, else every ``count``-th record).
