@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tasks.training.custom_loop import ClusterRun, train_on_cluster  # noqa: E402
+from tasks.training.custom_loop import train_on_cluster  # noqa: E402
 from tasks.training.fit import TrainConfig, compile_model, fit, tfrecord_datasets  # noqa: E402
+from tasks.training.plan import TrainingJob  # noqa: E402
 
 
 def write_shards(directory: Path, count: int, shape: tuple[int, int, int], seed: int) -> list[str]:
@@ -81,8 +82,8 @@ def main() -> None:
             compile_model(config).fit(train_data, validation_data=validation_data, epochs=config.epochs, verbose=0)
 
         def with_loop(index: int) -> None:
-            train_on_cluster(ClusterRun(config, tuple(train), tuple(validation), "raw", root / f"loop-{index}",
-                                        is_chief=True))
+            train_on_cluster(TrainingJob(config, tuple(train), tuple(validation), "raw", root / f"loop-{index}",
+                                         is_chief=True))
 
         variants = {"fit": with_fit, "fit_bare": with_bare_fit, "loop": with_loop}
         for function in variants.values():

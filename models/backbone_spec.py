@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from models.files import FROZEN_GRAPH_INFO_FILE, MODEL_FILE, SAVED_MODEL_FILE
+
 KINDS = ("keras", "model", "graph", "freeze")
 DEFAULT_INPUT_TENSOR = "DecodeJpeg/contents:0"
 DEFAULT_OUTPUT_TENSOR = "pool_3/_reshape:0"
@@ -49,9 +51,6 @@ WEIGHTS_NONE = "none"
 KERAS_PREFIX = "keras:"
 MODEL_SUFFIX = ".keras"
 GRAPH_SUFFIX = ".pb"
-FREEZE_INFO_FILE = "frozen_graph.json"  # tasks.export.freeze.FROZEN_GRAPH_INFO_FILE (that module imports TF)
-FREEZE_MODEL_FILE = "model.keras"
-SAVED_MODEL_FILE = "saved_model.pb"
 # The pixel ranges a backbone network may take (models.backbones.INPUT_RANGES; that module imports Keras),
 # and the value that reads the range from the model itself.
 INPUT_RANGE_AUTO = "auto"
@@ -129,7 +128,7 @@ _APPLICATIONS_BY_LOWER = {app.name.lower(): app for app in KERAS_APPLICATIONS}
 ACCEPTED = (
     f"accepted: '{KERAS_PREFIX}<Application>' (a keras.applications name, e.g. keras:InceptionV3), a Keras "
     f"model file '*{MODEL_SUFFIX}', a frozen GraphDef file '*{GRAPH_SUFFIX}', or a tfpipe freeze directory "
-    f"(holding {FREEZE_INFO_FILE} and {FREEZE_MODEL_FILE})"
+    f"(holding {FROZEN_GRAPH_INFO_FILE} and {MODEL_FILE})"
 )
 
 
@@ -262,11 +261,11 @@ def parse_backbone(
 
 def _kind_of_path(raw: str, path: Path) -> str:
     if path.is_dir():
-        if (path / FREEZE_INFO_FILE).is_file():
-            if not (path / FREEZE_MODEL_FILE).is_file():
+        if (path / FROZEN_GRAPH_INFO_FILE).is_file():
+            if not (path / MODEL_FILE).is_file():
                 raise ValueError(
-                    f"backbone {raw!r}: tfpipe freeze directory without {FREEZE_MODEL_FILE} (frozen by a tfpipe "
-                    "that did not keep the Keras model); freeze it again, or pass its model.keras file"
+                    f"backbone {raw!r}: tfpipe freeze directory without {MODEL_FILE} (frozen by a tfpipe "
+                    f"that did not keep the Keras model); freeze it again, or pass its {MODEL_FILE} file"
                 )
             return "freeze"
         if (path / SAVED_MODEL_FILE).is_file():
@@ -291,7 +290,7 @@ def _saved_model_refusal(raw: str, saved_model_dir: Path) -> str:
         "layer to take features from (and keras.models.load_model refuses SavedModels). Pass the model saved as "
         f"'{MODEL_SUFFIX}', or a frozen GraphDef '{GRAPH_SUFFIX}' with --input-tensor/--output-tensor"
     )
-    if (saved_model_dir.parent / FREEZE_INFO_FILE).is_file():
+    if (saved_model_dir.parent / FROZEN_GRAPH_INFO_FILE).is_file():
         message += f"; it is part of the tfpipe freeze directory {str(saved_model_dir.parent)!r}: pass that"
     return message
 

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
+from models.files import FROZEN_GRAPH_INFO_FILE, MODEL_FILE
 from models.heads import image_input
 
 if TYPE_CHECKING:
@@ -60,8 +61,6 @@ if TYPE_CHECKING:
 
 FEATURES_NAME = "features"
 NETWORK_NAME = "backbone_network"
-FREEZE_INFO_FILE = "frozen_graph.json"
-FREEZE_MODEL_FILE = "model.keras"
 GRAPH_JPEG_QUALITY = 95  # part of backbone_spec.LOADER_VERSION: changing it changes graph features
 BATCH_NORM_OP = "BatchNormWithGlobalNormalization"
 _PACKAGE = "tfpipe_backbones"
@@ -323,17 +322,17 @@ def _freeze_backbone(spec: BackboneSpec, image_shape: tuple[int, int, int], top:
                      input_range: str) -> keras.Model:
     directory = Path(spec.target)
     try:
-        info = json.loads((directory / FREEZE_INFO_FILE).read_text(encoding="utf-8"))
+        info = json.loads((directory / FROZEN_GRAPH_INFO_FILE).read_text(encoding="utf-8"))
         frozen_shape = tuple(int(d) for d in info["image_shape"])
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise BackboneError(f"{directory / FREEZE_INFO_FILE}: unreadable: {err}") from err
+        raise BackboneError(f"{directory / FROZEN_GRAPH_INFO_FILE}: unreadable: {err}") from err
     if len(frozen_shape) != 3 or frozen_shape[2] not in (1, 3):
-        raise BackboneError(f"{directory / FREEZE_INFO_FILE}: bad image_shape {frozen_shape}")
-    model = _load_keras_file(directory / FREEZE_MODEL_FILE)
+        raise BackboneError(f"{directory / FROZEN_GRAPH_INFO_FILE}: bad image_shape {frozen_shape}")
+    model = _load_keras_file(directory / MODEL_FILE)
     model_shape = _model_input_shape(model)
     if any(have is not None and have != want for have, want in zip(model_shape, frozen_shape, strict=True)):
         raise BackboneError(
-            f"{directory}: {FREEZE_MODEL_FILE} takes {model_shape} but {FREEZE_INFO_FILE} says {frozen_shape}"
+            f"{directory}: {MODEL_FILE} takes {model_shape} but {FROZEN_GRAPH_INFO_FILE} says {frozen_shape}"
         )
     return _keras_model_backbone(model, spec.layer, image_shape, frozen_shape, top, kind="freeze",
                                  input_range=input_range)

@@ -11,7 +11,7 @@ Luigi's own command line knows them all: ``luigi --module pipelines.mnist Mnist 
 from __future__ import annotations
 
 from tasks.datasets.catalog import find_datasets
-from tasks.datasets.spec import USER_SOURCE, Augmentation, Dataset, Source, Training, parse_checksums
+from tasks.datasets.spec import RAW_DATA, Augmentation, Dataset, Source, Training, parse_checksums
 
 DATASETS: dict[str, Dataset] = find_datasets()
 
@@ -50,7 +50,7 @@ def dataset_table() -> str:
     return "\n".join(rows)
 
 
-__all__ = ["DATASETS", "USER_SOURCE", "Augmentation", "Dataset", "Source", "Training", "dataset_table",
+__all__ = ["DATASETS", "RAW_DATA", "Augmentation", "Dataset", "Source", "Training", "dataset_table",
            "get_dataset", "parse_checksums", "register", "unregister"]
 
 

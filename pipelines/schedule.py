@@ -18,6 +18,7 @@ from luigi.task import flatten
 from luigi.tools.range import RangeDaily
 
 from pipelines.stages import pipeline_task, register_wrappers
+from tasks.store.layout import DAILY_DIR
 from tasks.store.task import ArtifactStore, ArtifactTask
 
 register_wrappers()
@@ -41,7 +42,7 @@ class DailyRetrain(luigi.Task):
 
     def output(self) -> luigi.LocalTarget:
         name = self.name or self.dataset
-        return luigi.LocalTarget(str(Path(ArtifactStore().root) / "daily" / name / f"{self.date:%Y-%m-%d}.json"))
+        return luigi.LocalTarget(str(Path(ArtifactStore().root) / DAILY_DIR / name / f"{self.date:%Y-%m-%d}.json"))
 
     def run(self) -> None:
         final = [task for task in flatten(self.requires().requires()) if isinstance(task, ArtifactTask)]

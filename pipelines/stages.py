@@ -162,9 +162,9 @@ class Pipeline(luigi.WrapperTask):
                                                        "learning ('' = train the dataset's own model)")
     publish = luigi.BoolParameter(default=False, description="promote the frozen model if it passes the gate")
     name = luigi.Parameter(default="", description="published name ('' = the pipeline's)")
-    targets = luigi.Parameter(default="", description="a digest of the tasks this run builds; `tfpipe run` sets it so "
-                                                      "that runs differing only in --set are different tasks to a "
-                                                      "central luigid (it does not change what is built)")
+    run_digest = luigi.Parameter(default="", description="a digest of the tasks this run builds; `tfpipe run` sets it "
+                                                         "so that runs differing only in --set are different tasks to "
+                                                         "a central luigid (it does not change what is built)")
 
     def switches(self) -> dict[str, Any]:
         names = {name for stage in self.stages if stage.switch for name in (stage.switch, *stage.options)}

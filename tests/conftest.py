@@ -44,6 +44,23 @@ def luigi_config(tmp_path: Path) -> Iterator[object]:
         yield config
 
 
+# The tiny captcha run of tests/test_captcha_pipeline.py and tests/test_quiet_output.py: 160 captchas, two epochs.
+CAPTCHA_TINY = ("--set", "GenerateCaptchas.count=160", "--set", "Train.epochs=2", "--set", "Train.batch_size=32")
+
+
+@pytest.fixture(scope="session")
+def captcha_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """(artifact root, finished process) of ``tfpipe run captcha`` with ``CAPTCHA_TINY``, run once per session as a
+    user runs it (a process of its own, their plain environment). tests/test_captcha_pipeline.py checks what it
+    built, tests/test_quiet_output.py what it printed. Shared: a test that adds artifacts works on a copy."""
+    from tests.test_quiet_output import tfpipe
+
+    root = tmp_path_factory.mktemp("captcha") / "artifacts"
+    done = tfpipe("run", "captcha", "--artifacts", str(root), *CAPTCHA_TINY, cwd=root.parent)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return root, done
+
+
 class _CurrentStderr:
     """Writes to whatever ``sys.stderr`` is when a record is emitted (pytest swaps it for every test)."""
 

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +18,9 @@ import numpy as np
 import pytest
 
 from pipelines import cli
-from tests.conftest import REPO, isolated_luigi_config
+from tests.conftest import CAPTCHA_TINY, REPO, isolated_luigi_config
 
-TINY = ["--set", "GenerateCaptchas.count=160", "--set", "Train.epochs=2", "--set", "Train.batch_size=32"]
+TINY = list(CAPTCHA_TINY)  # 160 captchas, two epochs, batches of 32
 STAGES = ("generate", "decode", "imagedirs", "tfrecords", "train", "evaluate", "freeze")
 
 
@@ -33,10 +34,10 @@ def only(root: Path, stage: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("captcha") / "artifacts"
+def tiny_run(captcha_tiny_run: tuple[Path, object]):
+    """The session's ``tfpipe run captcha`` with TINY (tests/conftest.py), under the project's luigi.cfg."""
+    root, _ = captcha_tiny_run
     with isolated_luigi_config(root):
-        assert cli.main(["run", "captcha", "--artifacts", str(root), *TINY]) == 0
         yield root
 
 
@@ -129,13 +130,19 @@ def test_frozen_graph_and_saved_model_match_keras(tiny_run: Path) -> None:
     assert diff <= 1e-5
 
 
-def test_changing_epochs_reruns_train_evaluate_freeze_only(tiny_run: Path) -> None:
-    before = {s: artifact_dirs(tiny_run, s) for s in STAGES}
+@pytest.mark.slow  # trains, evaluates and freezes again. In the default suite: a changed Train parameter reruns
+# train but not decode (tests/store/test_gc_history.py::test_history_lists_every_run_with_its_metric_and_publication),
+# a changed parameter reruns only the later stages (tests/test_cifar_pipeline.py::
+# test_changed_validation_fraction_reruns_only_later_stages)
+def test_changing_epochs_reruns_train_evaluate_freeze_only(tiny_run: Path, tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    shutil.copytree(tiny_run, root)  # the session's run stays as it is
+    before = {s: artifact_dirs(root, s) for s in STAGES}
     args = ["--set" if a == "--set" else a for a in TINY]
     args[args.index("Train.epochs=2")] = "Train.epochs=3"
-    with isolated_luigi_config(tiny_run):
-        assert cli.main(["run", "captcha", "--artifacts", str(tiny_run), *args]) == 0
-    after = {s: artifact_dirs(tiny_run, s) for s in STAGES}
+    with isolated_luigi_config(root):
+        assert cli.main(["run", "captcha", "--artifacts", str(root), *args]) == 0
+    after = {s: artifact_dirs(root, s) for s in STAGES}
     for stage in ("generate", "decode", "imagedirs", "tfrecords"):
         assert after[stage] == before[stage], stage
     for stage in ("train", "evaluate", "freeze"):

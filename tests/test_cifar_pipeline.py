@@ -267,7 +267,7 @@ def test_cifar10_trains_evaluates_freezes_and_predicts_fixture_jpegs(
     from tasks.data.shards import load_split_arrays
     from tasks.evaluation.report import classification_metrics
     from tasks.evaluation.task import predict_in_batches
-    from tasks.training.task import MODEL_FILE
+    from tasks.training.files import MODEL_FILE
 
     [shards], [trained] = stage_dirs(root, "tfrecords"), stage_dirs(root, "train")
     images, labels = load_split_arrays(shards, "test")

@@ -69,6 +69,8 @@ def train_count(root: Path) -> int:
     return int(info["splits"]["train"]["count"])
 
 
+@pytest.mark.slow  # two trainings in subprocesses; mirrored training through the CLI stays in the default suite:
+# tests/test_small_splits.py::test_mirrored_trains_and_evaluates_a_validation_split_smaller_than_the_batch
 def test_mirrored_on_two_logical_cpus_equals_one_device_with_the_same_global_batch(prebuilt, root: Path,
                                                                                    tmp_path: Path) -> None:
     import keras
@@ -175,6 +177,8 @@ def test_multi_worker_chief_killed_mid_training_resumes_from_its_checkpoint(preb
     assert float(last_row(trained)["val_accuracy"]) > 0.5
 
 
+@pytest.mark.slow  # a four-process cluster (~35 s); the default suite keeps the multi_worker cluster above, and
+# tests/training/test_member.py (a ps serving the chief's run) and test_custom_loop.py (the loop both share)
 def test_parameter_server_one_ps_two_workers_and_the_chief_train_the_scheduled_steps(prebuilt, root: Path,
                                                                                      tmp_path: Path) -> None:
     chief_port, *worker_ports, ps_port = free_ports(4)
@@ -196,6 +200,8 @@ def test_parameter_server_one_ps_two_workers_and_the_chief_train_the_scheduled_s
     assert float(last_row(trained)["val_accuracy"]) > 0.5  # chance: 0.1
 
 
+@pytest.mark.slow  # a chief process waiting out its timeout; the same message is checked without processes by
+# tests/training/test_member.py::test_the_chief_names_the_missing_member_and_records_the_failure
 def test_multi_worker_missing_worker_fails_the_task_within_the_timeout_naming_it(prebuilt, root: Path,
                                                                                  tmp_path: Path) -> None:
     ports = free_ports(2)
@@ -213,6 +219,8 @@ def test_multi_worker_missing_worker_fails_the_task_within_the_timeout_naming_it
     assert train_dirs(root) == []
 
 
+@pytest.mark.slow  # two whole pipelines under luigid (~20 s); one build per artifact under luigid stays in the default
+# suite: tests/reliability/test_races.py::test_two_processes_on_one_luigid_build_each_artifact_once
 def test_luigid_two_workers_share_one_gpu_token_and_run_each_task_once(prebuilt, tmp_path: Path) -> None:
     root = tmp_path / "artifacts"  # nothing prebuilt: both processes want every stage
     with luigid(tmp_path, config=REPO / "luigi.cfg") as url:

@@ -51,7 +51,8 @@ def test_official_sources_are_the_tfds_pinned_files() -> None:
     assert train_images.checksum == "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
 
 
-@pytest.mark.parametrize("model", ["mlp", "lenet5"])
+@pytest.mark.parametrize("model", ["mlp", pytest.param("lenet5", marks=pytest.mark.slow)])  # lenet5: the same
+# pipeline again with another model; lenet5 builds and learns in tests/models/test_models.py
 def test_mnist_from_loopback_trains_well_above_chance(model: str, mirrored, tmp_path: Path, luigi_config) -> None:
     fake, server = mirrored
     root = tmp_path / "artifacts"

@@ -28,6 +28,9 @@ def newest(root: Path, stage: str) -> dict:
     return json.loads((max(dirs, key=lambda d: (d / "MANIFEST.json").stat().st_mtime) / "MANIFEST.json").read_text())
 
 
+@pytest.mark.slow  # ~50 s: four runs with a backbone. Each step stays in the default suite on its own: the first
+# publication, the no-op rerun and the refused model in tests/test_publish.py, features computed only for added
+# images in tests/test_bottleneck_pipeline.py, the run history in tests/store/test_gc_history.py
 def test_nightly_sequence(tmp_path: Path, luigi_config, capsys) -> None:
     photos = tmp_path / "photos"
     write_class_folder(photos, {"disc": 30, "square": 30, "triangle": 30}, size=(40, 40), seed=5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -58,12 +59,10 @@ def noise_in(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """The README's main command on a tiny dataset, at the default log level."""
-    root = tmp_path_factory.mktemp("quiet") / "artifacts"
-    done = tfpipe("run", "captcha", "--artifacts", str(root), *TINY, cwd=root.parent)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root, done
+def default_run(captcha_tiny_run) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The README's main command on a tiny dataset, at the default log level: the session's run through ``tfpipe``
+    above (tests/conftest.py, shared with tests/test_captcha_pipeline.py)."""
+    return captcha_tiny_run
 
 
 def test_a_default_run_shows_its_own_lines_and_the_epochs_without_tensorflow_noise(default_run) -> None:
@@ -84,9 +83,10 @@ def test_predict_prints_predictions_without_tensorflow_noise(default_run) -> Non
     assert re.fullmatch(rf"{re.escape(str(image))}: [A-Z]{{4}} \(.*\)\n", done.stdout)
 
 
-def test_log_level_debug_lets_tensorflow_and_luigi_logs_through(default_run) -> None:
+def test_log_level_debug_lets_tensorflow_and_luigi_logs_through(default_run, tmp_path: Path) -> None:
     """Only training reruns (another seed): TensorFlow's C++ log lines, the libraries' warnings, Luigi's DEBUG."""
-    root, _ = default_run
+    root = tmp_path / "artifacts"
+    shutil.copytree(default_run[0], root)  # the shared run stays as it is
     done = tfpipe("run", "captcha", "--artifacts", str(root), *TINY, "--set", "Train.seed=1", "--until", "train",
                   "--log-level", "debug", cwd=root.parent)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -74,6 +74,8 @@ def test_mirrored_trains_and_evaluates_a_validation_split_smaller_than_the_batch
     assert metrics["examples"] == N_TEST
 
 
+@pytest.mark.slow  # Train through the CLI again; a training split smaller than a mirrored batch stays in the default
+# suite through fit itself: test_mirrored_fit_and_head_take_splits_smaller_than_a_batch_and_than_the_replicas below
 def test_mirrored_trains_a_training_split_smaller_than_the_batch(prebuilt, luigi_config, tmp_path: Path) -> None:
     source, prebuilt_root = prebuilt
     root = tmp_path / "artifacts"

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.data.files import ROWS_SUFFIX, SPLITS_FILE
+from tasks.datasets.captcha.files import LABELS_CSV_FILE
 from tasks.formats.examples import load_split, stable_unit
 from tasks.formats.images import encode_png
 
-SPLITS_JSON = "splits.json"
 ProgressFn = Callable[[int, int], None]
 
 
@@ -108,8 +109,8 @@ def write_image_dirs(
         labels = np.asarray(load_split(decoded_dir, source_split)["label"])[rows]
         paths = plan_paths(out_dir, split, labels, class_names, multi_head, folder_style)
         if multi_head:
-            write_captcha_labels(out_dir / split / "labels.csv", labels, class_names)
-        np.save(out_dir / f"{split}.rows.npy", rows.astype(np.int64))
+            write_captcha_labels(out_dir / split / LABELS_CSV_FILE, labels, class_names)
+        np.save(out_dir / f"{split}{ROWS_SUFFIX}", rows.astype(np.int64))
         counts[split] = len(rows)
         for start in range(0, len(rows), chunk_size):
             stop = start + chunk_size
@@ -128,13 +129,13 @@ def write_image_dirs(
             if progress:
                 progress(done, total)
     splits = {split: {"source": src, "count": counts[split]} for split, (src, _) in assignment.items()}
-    (out_dir / SPLITS_JSON).write_text(json.dumps(splits, indent=2, sort_keys=True))
+    (out_dir / SPLITS_FILE).write_text(json.dumps(splits, indent=2, sort_keys=True))
     return counts
 
 
 def load_assignment(image_dirs: Path) -> dict[str, tuple[str, np.ndarray]]:
-    splits = json.loads((Path(image_dirs) / SPLITS_JSON).read_text())
+    splits = json.loads((Path(image_dirs) / SPLITS_FILE).read_text())
     return {
-        split: (spec["source"], np.load(Path(image_dirs) / f"{split}.rows.npy"))
+        split: (spec["source"], np.load(Path(image_dirs) / f"{split}{ROWS_SUFFIX}"))
         for split, spec in splits.items()
     }

@@ -11,6 +11,7 @@ import luigi
 from tasks.data.imagedirs import assign_splits, write_image_dirs
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
 from tasks.formats.examples import load_class_names, load_split
+from tasks.formats.files import LABELS_FILE
 from tasks.store.task import ArtifactTask
 
 
@@ -34,7 +35,7 @@ class ImageDirs(ArtifactTask):
             multi_head=info.num_heads > 1, folder_style=info.folder_style, workers=self.workers,
             progress=lambda done, total: self.report_progress(done, total, f"PNG {done}/{total}"),
         )
-        shutil.copy(decoded / "labels.txt", out_dir / "labels.txt")
+        shutil.copy(decoded / LABELS_FILE, out_dir / LABELS_FILE)
         splits = {split: SplitInfo(counts[split], source=source) for split, (source, _) in assignment.items()}
         info.with_splits(splits).save(out_dir)
         return {"records": counts}

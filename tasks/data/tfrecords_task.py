@@ -12,6 +12,7 @@ from tasks.data.imagedirs import load_assignment
 from tasks.data.shards import ShardSpec, write_split_shards
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
 from tasks.formats.examples import load_split
+from tasks.formats.files import LABELS_FILE
 from tasks.store.task import ArtifactTask
 
 
@@ -42,6 +43,6 @@ class TFRecords(ArtifactTask):
                 workers=self.workers,
             )
             splits[split] = SplitInfo(int(len(rows)), tuple(files))
-        shutil.copy(image_dirs / "labels.txt", out_dir / "labels.txt")
+        shutil.copy(image_dirs / LABELS_FILE, out_dir / LABELS_FILE)
         info.with_splits(splits, dataset=self.dataset, image_format=self.image_format).save(out_dir)
         return {"records": {split: s.count for split, s in splits.items()}}

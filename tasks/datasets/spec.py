@@ -10,11 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.sources.task import Download, is_remote
+from tasks.sources.task import RAW_DATA, Download, is_remote
 from tasks.store.task import ArtifactTask
-
-# The role under which a user's ``--source`` reaches the decode stage.
-USER_SOURCE = "data"
 
 
 @dataclass(frozen=True)
@@ -108,14 +105,14 @@ class Dataset:
         """
         pins = parse_checksums(checksum)
         if source:
-            unknown = sorted(set(pins) - {"", USER_SOURCE})
+            unknown = sorted(set(pins) - {"", RAW_DATA})
             if unknown:
                 raise ValueError(f"--checksum names {', '.join(unknown)}, but --source is a single source")
-            return {USER_SOURCE: Download(source=source, checksum=pins.get("", pins.get(USER_SOURCE, "")))}
+            return {RAW_DATA: Download(source=source, checksum=pins.get("", pins.get(RAW_DATA, "")))}
         if self.generator is not None:
             if pins:
                 raise ValueError(f"{self.name}: --checksum needs --source (the default data is generated)")
-            return {USER_SOURCE: self.generator()}
+            return {RAW_DATA: self.generator()}
         return {src.role: self._official_download(src, pins) for src in self._checked_roles(pins)}
 
     def _checked_roles(self, pins: dict[str, str]) -> tuple[Source, ...]:

@@ -11,8 +11,17 @@ import luigi
 import numpy as np
 
 from tasks.data.split_sizes import check_split_sizes
+from tasks.evaluation.files import (
+    CONFUSION_MATRIX_FILE,
+    CONFUSION_MATRIX_PLOT_FILE,
+    METRICS_FILE,
+    MISCLASSIFIED_FILE,
+    REPORT_FILE,
+)
+from tasks.formats.dataset_info import DATASET_INFO_JSON
+from tasks.formats.files import LABELS_FILE
 from tasks.store.task import ArtifactTask
-from tasks.training.task import MODEL_FILE
+from tasks.training.files import HISTORY_FILE, MODEL_FILE, TRAINING_CURVES_FILE
 
 
 def predict_in_batches(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -24,7 +33,7 @@ def predict_in_batches(model: Any, images: np.ndarray, batch_size: int) -> np.nd
 MAX_JSON_CONFUSION_CLASSES = 100
 
 
-def json_metrics(metrics: dict[str, Any], confusion_file: str = "confusion_matrix.npy") -> dict[str, Any]:
+def json_metrics(metrics: dict[str, Any], confusion_file: str = CONFUSION_MATRIX_FILE) -> dict[str, Any]:
     """The metrics as written to metrics.json: above MAX_JSON_CONFUSION_CLASSES classes (3,755 for HWDB:
     14M counts) the confusion matrix is named by its .npy file instead of inlined."""
     if metrics["num_classes"] <= MAX_JSON_CONFUSION_CLASSES:
@@ -61,7 +70,7 @@ class Evaluate(ArtifactTask):
         from tasks.formats.tfrecord import read_labels_txt
 
         shards, trained = self.input_dir("examples"), self.input_dir("model")
-        class_names = read_labels_txt(shards / "labels.txt")
+        class_names = read_labels_txt(shards / LABELS_FILE)
         info = load_dataset_info(shards)
         check_split_sizes(info, (self.split,))
         total = info.count(self.split)
@@ -78,27 +87,27 @@ class Evaluate(ArtifactTask):
         metrics["examples"] = int(accumulator.examples)
         if metrics["examples"] != total:
             raise ValueError(f"{shards}: split {self.split!r} yielded {metrics['examples']} examples, "
-                             f"dataset_info.json says {total}")
-        np.save(out_dir / "confusion_matrix.npy", accumulator.confusion)
+                             f"{DATASET_INFO_JSON} says {total}")
+        np.save(out_dir / CONFUSION_MATRIX_FILE, accumulator.confusion)
         pictures = {
             "Confusion matrix": plot_confusion_matrix(accumulator.confusion, class_names,
-                                                      out_dir / "confusion_matrix.png"),
+                                                      out_dir / CONFUSION_MATRIX_PLOT_FILE),
             "Misclassified examples": plot_misclassified_grid(
                 *wrong.arrays(info.image_shape, () if info.num_heads == 1 else (info.num_heads,)),
-                class_names, out_dir / "misclassified.png"),
+                class_names, out_dir / MISCLASSIFIED_FILE),
         }
         health = assess(metric=self.dataset_metric, value=float(metrics[self.dataset_metric]),
                         confusion=accumulator.confusion, class_names=class_names,
-                        history=read_history(trained / "history.csv"),
+                        history=read_history(trained / HISTORY_FILE),
                         num_heads=info.num_heads)
         metrics[HEALTH_KEY] = health.to_json()
         metrics = json_metrics(metrics)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
         curves = None
-        if (trained / "training_curves.png").exists():
-            curves = Path(shutil.copy(trained / "training_curves.png", out_dir / "training_curves.png"))
-        write_html_report(out_dir / "report.html", title=f"{self.dataset}: {self.split} evaluation",
+        if (trained / TRAINING_CURVES_FILE).exists():
+            curves = Path(shutil.copy(trained / TRAINING_CURVES_FILE, out_dir / TRAINING_CURVES_FILE))
+        write_html_report(out_dir / REPORT_FILE, title=f"{self.dataset}: {self.split} evaluation",
                           metrics=metrics, images=pictures, curves=curves)
         headline = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        return {"metrics": headline, "report_html": "report.html", HEALTH_KEY: {
+        return {"metrics": headline, "report_html": REPORT_FILE, HEALTH_KEY: {
             "learned": health.learned, "warnings": health.warnings}}

@@ -25,13 +25,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from tasks.export.files import FROZEN_GRAPH_FILE, FROZEN_GRAPH_INFO_FILE, LABELS_FILE, SAVED_MODEL_DIR
+
 if TYPE_CHECKING:
     import keras
 
-SAVED_MODEL_DIR = "saved_model"
-FROZEN_GRAPH_FILE = "frozen_graph.pb"
-FROZEN_GRAPH_INFO_FILE = "frozen_graph.json"
-LABELS_FILE = "labels.txt"
 SERVING_SIGNATURE = "serving_default"
 INPUT_NAME = "image_bytes"
 FROZEN_OUTPUT_SCOPE = "output"

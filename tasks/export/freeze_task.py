@@ -9,8 +9,9 @@ from typing import Any
 
 import luigi
 
+from tasks.evaluation.files import REPORT_FILE
+from tasks.export.files import LABELS_FILE, MODEL_FILE
 from tasks.store.task import ArtifactTask
-from tasks.training.task import MODEL_FILE
 
 
 class Freeze(ArtifactTask):
@@ -40,7 +41,7 @@ class Freeze(ArtifactTask):
         # In a fresh process: the export's bytes then do not depend on what this worker built before.
         run_in_fresh_process(export_model_file, ExportJob(
             model_file=trained / MODEL_FILE, out_dir=out_dir, image_shape=image_shape,
-            class_names=tuple(read_labels_txt(shards / "labels.txt")), top_k=self.top_k))
+            class_names=tuple(read_labels_txt(shards / LABELS_FILE)), top_k=self.top_k))
         model = load_trained_model(trained / MODEL_FILE)
         split = "test" if "test" in info.splits else "validation"
         held_out, _ = load_split_arrays(shards, split, limit=self.verify_images)
@@ -51,4 +52,4 @@ class Freeze(ArtifactTask):
         evaluation = self.requires()["evaluation"]
         return {"max_abs_diff": max_diff, "verified_images": len(encoded), "model_dir": ".",
                 # Relative to this artifact, as every manifest path is: right with a relative artifact root too.
-                "report_html": os.path.relpath(evaluation.artifact_dir / "report.html", self.artifact_dir)}
+                "report_html": os.path.relpath(evaluation.artifact_dir / REPORT_FILE, self.artifact_dir)}

@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SAVED_MODEL_DIR = "saved_model"
-LABELS_FILE = "labels.txt"
-FROZEN_GRAPH_INFO_FILE = "frozen_graph.json"
+from tasks.export.files import FROZEN_GRAPH_INFO_FILE, LABELS_FILE, SAVED_MODEL_DIR, SAVED_MODEL_FILE
+
 SERVING_SIGNATURE = "serving_default"
 INPUT_NAME = "image_bytes"
 MAX_REASON_CHARS = 200
@@ -411,7 +410,7 @@ def load_predictor(model_dir: Path) -> Predictor:
     model_dir = Path(model_dir)
     class_names = read_labels(model_dir / LABELS_FILE)
     saved_model_dir = model_dir / SAVED_MODEL_DIR
-    if not saved_model_dir.is_dir() and (model_dir / "saved_model.pb").is_file():
+    if not saved_model_dir.is_dir() and (model_dir / SAVED_MODEL_FILE).is_file():
         saved_model_dir = model_dir  # a published version: the SavedModel's files at its top
     if not saved_model_dir.is_dir():
         raise FileNotFoundError(f"{saved_model_dir}: no SavedModel directory")
@@ -420,7 +419,7 @@ def load_predictor(model_dir: Path) -> Predictor:
     num_classes = int(serve.structured_outputs["probabilities"].shape[-1])
     if num_classes != len(class_names):
         raise ValueError(
-            f"{model_dir}: model has {num_classes} classes but labels.txt lists {len(class_names)}"
+            f"{model_dir}: model has {num_classes} classes but {LABELS_FILE} lists {len(class_names)}"
         )
     info = _read_export_info(model_dir)
     return Predictor(

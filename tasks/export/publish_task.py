@@ -21,12 +21,18 @@ from typing import Any
 
 import luigi
 
+from tasks.evaluation.files import METRICS_FILE
 from tasks.evaluation.health import HEALTH_KEY
+from tasks.export.files import (
+    CURRENT_LINK,
+    PUBLISH_LOCK_FILE,
+    PUBLISH_RECORD_FILE,
+    PUBLISHED_FILES,
+    SAVED_MODEL_DIR,
+    STAGING_PREFIX,
+)
 from tasks.store.layout import PUBLISHED_DIR
 from tasks.store.task import ArtifactTask
-
-CURRENT = "current"
-PUBLISH_JSON = "publish.json"
 
 
 class PublishGate(luigi.Config):
@@ -41,12 +47,12 @@ def published_root(artifact_root: Path, name: str) -> Path:
 
 def current_version(root: Path) -> tuple[int, dict[str, Any]] | None:
     """(version, its publish.json) that ``current`` points at, or None before the first publish."""
-    link = root / CURRENT
+    link = root / CURRENT_LINK
     if not link.is_symlink():
         return None
     target = root / os.readlink(link)
     try:
-        return int(target.name), json.loads((target / PUBLISH_JSON).read_text())
+        return int(target.name), json.loads((target / PUBLISH_RECORD_FILE).read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{link}: points at {target}, which is not a published version ({error})") from None
 
@@ -71,17 +77,17 @@ def gate(value: float, current: float | None, *, tolerance: float, floor: float,
 
 def copy_version(frozen: Path, destination: Path) -> None:
     """The freeze artifact as a SavedModel directory: the SavedModel's files at the top, the rest beside it."""
-    shutil.copytree(frozen / "saved_model", destination)
-    for name in ("labels.txt", "frozen_graph.pb", "frozen_graph.json"):
+    shutil.copytree(frozen / SAVED_MODEL_DIR, destination)
+    for name in PUBLISHED_FILES:
         if (frozen / name).exists():
             shutil.copy(frozen / name, destination / name)
 
 
 def point_current(root: Path, version: int) -> None:
-    temp = root / f".{CURRENT}.{os.getpid()}"
+    temp = root / f".{CURRENT_LINK}.{os.getpid()}"
     temp.unlink(missing_ok=True)
     temp.symlink_to(str(version))
-    os.replace(temp, root / CURRENT)
+    os.replace(temp, root / CURRENT_LINK)
 
 
 class Publish(ArtifactTask):
@@ -106,13 +112,13 @@ class Publish(ArtifactTask):
     def build(self, out_dir: Path) -> dict[str, Any]:
         import fcntl
 
-        metrics = json.loads((self.input_dir("evaluation") / "metrics.json").read_text())
+        metrics = json.loads((self.input_dir("evaluation") / METRICS_FILE).read_text())
         if self.dataset_metric not in metrics:
-            raise ValueError(f"{self.input_dir('evaluation')}: metrics.json has no {self.dataset_metric!r}")
+            raise ValueError(f"{self.input_dir('evaluation')}: {METRICS_FILE} has no {self.dataset_metric!r}")
         value = float(metrics[self.dataset_metric])
         root = published_root(self.artifact_root, self.published_name())
         root.mkdir(parents=True, exist_ok=True)
-        with open(root / ".lock", "w") as lock:
+        with open(root / PUBLISH_LOCK_FILE, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one publisher of this name at a time
             current = current_version(root)
             reason = gate(value, current[1]["value"] if current else None, tolerance=self.tolerance,
@@ -124,7 +130,7 @@ class Publish(ArtifactTask):
                 decision.update(published=False, reason=reason)
             else:
                 decision.update(published=True, published_version=self.promote(root, value))
-        (out_dir / PUBLISH_JSON).write_text(json.dumps(decision, indent=2, sort_keys=True))
+        (out_dir / PUBLISH_RECORD_FILE).write_text(json.dumps(decision, indent=2, sort_keys=True))
         notice = (f"published {decision['name']} version {decision['published_version']} "
                   f"({self.dataset_metric} {value:.4f})"
                   if decision["published"] else f"not published: {reason}")
@@ -133,13 +139,13 @@ class Publish(ArtifactTask):
 
     def promote(self, root: Path, value: float) -> int:
         version = (versions(root) or [0])[-1] + 1
-        staging = root / f".staging-{version}-{os.getpid()}"
+        staging = root / f"{STAGING_PREFIX}{version}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         copy_version(self.input_dir("frozen"), staging)
         record = {"version": version, "metric": self.dataset_metric, "value": value,
                   "freeze_artifact": str(self.input_dir("frozen").resolve()),
                   "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        (staging / PUBLISH_JSON).write_text(json.dumps(record, indent=2, sort_keys=True))
+        (staging / PUBLISH_RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
         os.rename(staging, root / str(version))
         point_current(root, version)
         return version

@@ -24,12 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from tasks.features.files import FEATURES_SUFFIX, KEYS_SUFFIX
 from tasks.formats.errors import FormatError
 from tasks.store.artifacts import read_manifest
 from tasks.store.layout import FEATURES_CACHE_DIR
 
-KEYS_SUFFIX = ".keys.npy"
-FEATURES_SUFFIX = ".features.npy"
 DIGEST_BYTES = 32
 
 

@@ -32,11 +32,11 @@ from models.backbone_spec import (
 )
 from tasks.features.backbone_digest import backbone_digest
 from tasks.features.cache import FeatureCache, cache_root, namespace, packs_used
+from tasks.features.files import FEATURES_INFO_FILE, FEATURES_SUFFIX, KEYS_SUFFIX, LABELS_SUFFIX
 from tasks.formats.dataset_info import DatasetInfo
+from tasks.formats.files import LABELS_FILE
 from tasks.store.task import ArtifactTask
 
-FEATURES_JSON = "features.json"
-SPLIT_FILES = ("features", "labels", "keys")
 # Pixels fed unscaled: [0, 1] as they are, or the kind's own
 # preprocessing (models.backbones.UNIT_RANGE, OWN_PREPROCESSING). Features fed so stay in their old cache.
 UNSCALED_RANGES = ("0-1", "own")
@@ -127,17 +127,17 @@ class Bottleneck(ArtifactTask):
                 check_features_vary(features, keys, backbone=self.backbone,
                                     hint=self.constant_features_hint(spec, pixel_range.name))
             name = split if view == 0 else f"{split}.view{view}"
-            np.save(out_dir / f"{name}.features.npy", features, allow_pickle=False)
-            np.save(out_dir / f"{name}.labels.npy", labels, allow_pickle=False)
-            np.save(out_dir / f"{name}.keys.npy", np.asarray(keys, dtype="S32"), allow_pickle=False)
+            np.save(out_dir / f"{name}{FEATURES_SUFFIX}", features, allow_pickle=False)
+            np.save(out_dir / f"{name}{LABELS_SUFFIX}", labels, allow_pickle=False)
+            np.save(out_dir / f"{name}{KEYS_SUFFIX}", np.asarray(keys, dtype="S32"), allow_pickle=False)
             summary[name] = {"computed": counts.computed, "reused": counts.reused}
             used.update(f"{cache.directory.name}/{pack}" for pack in packs_used(cache, keys))
-        shutil.copy(shards / "labels.txt", out_dir / "labels.txt")
+        shutil.copy(shards / LABELS_FILE, out_dir / LABELS_FILE)
         info.save(out_dir)
         description = {"feature_dim": feature_width(model), "views": self.feature_views, "backbone": self.backbone,
                        "splits": {split: info.count(split) for split in info.splits},
                        "input_range": pixel_range.name, "input_range_reason": pixel_range.reason}
-        (out_dir / FEATURES_JSON).write_text(json.dumps(description, indent=2, sort_keys=True))
+        (out_dir / FEATURES_INFO_FILE).write_text(json.dumps(description, indent=2, sort_keys=True))
         computed = sum(s["computed"] for s in summary.values())
         reused = sum(s["reused"] for s in summary.values())
         notices = [f"features: {computed} computed, {reused} reused from the cache"]
@@ -159,9 +159,9 @@ class Bottleneck(ArtifactTask):
 
 def load_features(directory: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(features (N, D) float32, labels) of one split (``train``, ``validation``, ``test``, ``train.view1``...)."""
-    return (np.load(Path(directory) / f"{name}.features.npy", allow_pickle=False),
-            np.load(Path(directory) / f"{name}.labels.npy", allow_pickle=False))
+    return (np.load(Path(directory) / f"{name}{FEATURES_SUFFIX}", allow_pickle=False),
+            np.load(Path(directory) / f"{name}{LABELS_SUFFIX}", allow_pickle=False))
 
 
 def feature_description(directory: Path) -> dict[str, Any]:
-    return json.loads((Path(directory) / FEATURES_JSON).read_text())
+    return json.loads((Path(directory) / FEATURES_INFO_FILE).read_text())

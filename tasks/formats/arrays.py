@@ -17,7 +17,13 @@ import numpy as np
 
 from tasks.formats.errors import FormatError
 
-HEADER_NAME = "arrays.json"
+HEADER_NAME = "arrays.json"  # each column's dtype and shape, and the row count, written when the writer closes
+COLUMN_SUFFIX = ".bin"  # ``<column>.bin``: one column's raw little-endian rows
+
+
+def column_file(directory: Path, name: str) -> Path:
+    """The file holding column ``name`` of the arrays in ``directory``."""
+    return Path(directory) / f"{name}{COLUMN_SUFFIX}"
 
 
 class ArrayWriter:
@@ -30,7 +36,7 @@ class ArrayWriter:
                         in columns.items()}
         self.rows = 0
         self._handles: dict[str, BinaryIO] = {
-            name: open(self.directory / f"{name}.bin", "wb") for name in self.columns  # noqa: SIM115
+            name: open(column_file(self.directory, name), "wb") for name in self.columns  # noqa: SIM115
         }
 
     def append(self, **batch: np.ndarray | Sequence) -> None:
@@ -83,7 +89,7 @@ def open_arrays(directory: Path) -> dict[str, np.ndarray]:
     rows = int(header["rows"])
     columns = {}
     for name, spec in header["columns"].items():
-        path = directory / f"{name}.bin"
+        path = column_file(directory, name)
         shape = (rows, *spec["shape"])
         dtype = np.dtype(spec["dtype"])
         expected = int(np.prod(shape)) * dtype.itemsize

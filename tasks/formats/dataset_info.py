@@ -13,7 +13,7 @@ from typing import Any
 
 from tasks.formats.errors import FormatError
 
-DATASET_INFO_JSON = "dataset_info.json"
+DATASET_INFO_JSON = "dataset_info.json"  # image shape, classes, heads, per split the count (and shards)
 FOLDER_STYLES = ("name", "index")
 
 

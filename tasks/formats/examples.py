@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.formats.arrays import ArrayWriter, open_arrays
+from tasks.formats.files import LABELS_FILE
 from tasks.formats.tfrecord import read_labels_txt, write_labels_txt
 
 KEY_BYTES = 96
@@ -71,11 +72,11 @@ def load_split(decoded_dir: Path, split: str) -> dict[str, np.ndarray]:
 
 
 def save_class_names(directory: Path, names: Sequence[str]) -> None:
-    write_labels_txt(Path(directory) / "labels.txt", names)
+    write_labels_txt(Path(directory) / LABELS_FILE, names)
 
 
 def load_class_names(directory: Path) -> list[str]:
-    return read_labels_txt(Path(directory) / "labels.txt")
+    return read_labels_txt(Path(directory) / LABELS_FILE)
 
 
 def stable_unit(key: bytes | str, salt: str) -> float:

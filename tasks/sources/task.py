@@ -44,6 +44,11 @@ def content_fingerprint(path: Path, artifact_root: Path) -> str:
     return fingerprint_path(path, cache_file=stat_cache_path(artifact_root), exclude=[artifact_root])
 
 
+# What a source task provides (a download, or data made locally such as captchas), and the role under which a
+# dataset's single source reaches its decode task. The role is part of the decode stage's key.
+RAW_DATA = "data"
+
+
 class Download(ArtifactTask):
     """``source`` is http(s)://, file:// or a path; ``checksum`` is ``sha256:<hex>`` or ``md5:<hex>``."""
 
@@ -51,7 +56,7 @@ class Download(ArtifactTask):
     version = 1
     # The key covers the data by its digest: the pinned checksum, or the fingerprint of a local source.
     unkeyed_params: ClassVar[frozenset[str]] = ArtifactTask.unkeyed_params | {"source", "checksum"}
-    provides = "source"
+    provides = RAW_DATA
 
     source = luigi.Parameter()
     checksum = luigi.Parameter(default="")

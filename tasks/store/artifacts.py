@@ -25,7 +25,7 @@ from typing import Any
 
 from tasks.store.layout import LOCKS_DIR
 
-MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_NAME = "MANIFEST.json"  # in every artifact: key, params, upstream keys, its files, the stage's own fields
 TEMP_PREFIX = ".tmp-"
 MANIFEST_FORMAT = 1
 # A temporary directory from another host cannot be checked for a live owner; past this age it is swept.

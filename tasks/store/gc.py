@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.store import artifacts as store
-from tasks.store.layout import PUBLISHED_DIR, stage_dirs
+from tasks.store.layout import PUBLISH_RECORD_FILE, PUBLISHED_DIR, stage_dirs
 from tasks.store.runlog import leased_directories, read_runs, run_names
 
 # Files a cache outside the artifacts no longer needs, given the root and the artifact directories kept.
@@ -67,7 +67,7 @@ def with_upstream(roots: Iterable[Path], index: dict[str, Path]) -> set[Path]:
 
 def published_freezes(root: Path) -> set[Path]:
     found = set()
-    for record in (Path(root) / PUBLISHED_DIR).glob("*/*/publish.json"):
+    for record in (Path(root) / PUBLISHED_DIR).glob(f"*/*/{PUBLISH_RECORD_FILE}"):
         try:
             found.add(Path(json.loads(record.read_text())["freeze_artifact"]))
         except (OSError, ValueError, KeyError):

@@ -31,11 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from tasks.store.layout import CLUSTER_DIR
+from tasks.training.files import CHIEF_FILE, DONE_FILE, GO_FILE
 
 TF_CONFIG = "TF_CONFIG"
-CHIEF_FILE = "chief.json"
-GO_FILE = "go.json"
-DONE_FILE = "done.json"
 POLL_S = 0.2
 
 

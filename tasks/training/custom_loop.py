@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.data.split_sizes import check_training_replicas
+from tasks.training.files import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR, HISTORY_FILE, TENSORBOARD_DIR
 from tasks.training.fit import (
     TrainConfig,
     TrainingDivergedError,
@@ -42,6 +43,7 @@ from tasks.training.fit import (
     make_optimizer,
     replace_history,
 )
+from tasks.training.plan import TrainingJob
 
 HISTORY_COLUMNS = ("epoch", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss")
 
@@ -115,8 +117,8 @@ class CustomLoop:
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
                                               best_val_loss=self.best_val_loss,
                                               wait=self.epochs_without_improvement)
-        self.checkpoint_dir = work_dir / "checkpoints"
-        own_dir = self.checkpoint_dir if is_chief else (scratch_dir or work_dir) / "checkpoints"
+        self.checkpoint_dir = work_dir / CHECKPOINTS_DIR
+        own_dir = self.checkpoint_dir if is_chief else (scratch_dir or work_dir) / CHECKPOINTS_DIR
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(own_dir), max_to_keep=2)
         self.iterator = self._train_iterator(train_fn)
         self.train_steps = self._train_function()
@@ -219,7 +221,7 @@ class CustomLoop:
 
     def _write_history(self, row: dict[str, float]) -> None:
         """Rows of earlier epochs are kept; a row for this epoch (after a resume) is replaced."""
-        path = self.work_dir / "history.csv"
+        path = self.work_dir / HISTORY_FILE
         lines = history_lines_before(path, int(row["epoch"])) or [",".join(HISTORY_COLUMNS) + "\r\n"]
         text = io.StringIO()
         csv.DictWriter(text, fieldnames=HISTORY_COLUMNS).writerow({key: row[key] for key in HISTORY_COLUMNS})
@@ -240,11 +242,11 @@ class CustomLoop:
     def run(self) -> keras.Model:
         """Train to ``total_steps`` (or until early stopping); returns the model with the best weights on the
         chief, the last weights elsewhere. Raises TrainingDivergedError on a non-finite loss."""
-        writers = ({split: tf.summary.create_file_writer(str(self.work_dir / "tensorboard" / split))
+        writers = ({split: tf.summary.create_file_writer(str(self.work_dir / TENSORBOARD_DIR / split))
                     for split in ("train", "validation")} if self.is_chief else {})
         step = self._restore()
         plan = self.plan
-        best_file = self.work_dir / "best.weights.h5"
+        best_file = self.work_dir / BEST_WEIGHTS_FILE
         stopped = int(self.epochs_without_improvement.numpy()) >= self.config.patience
         while step < plan.total_steps and not stopped:
             epoch = step // plan.steps_per_epoch
@@ -290,20 +292,6 @@ class CustomLoop:
         return self.model
 
 
-@dataclass(frozen=True)
-class ClusterRun:
-    """One cluster member's part in a Train run (picklable: it crosses into a fresh process)."""
-
-    config: TrainConfig
-    train_files: tuple[str, ...]
-    validation_files: tuple[str, ...]
-    image_format: str
-    work_dir: Path
-    is_chief: bool
-    scratch_dir: Path | None = None
-    model_file: Path | None = None  # where the chief saves the trained model
-
-
 def sharded_training_input(config: TrainConfig, files: tuple[str, ...], image_format: str) -> DatasetFn:
     """Each input pipeline (one per worker) reads its own part of the shards, batches of the per-replica size,
     repeated without end: the loop decides how many steps to take. Shards without a record are left out, so
@@ -323,7 +311,7 @@ def sharded_training_input(config: TrainConfig, files: tuple[str, ...], image_fo
     return dataset_fn
 
 
-def train_on_cluster(run: ClusterRun, report: Callable[..., None] | None = None) -> dict[str, Any]:
+def train_on_cluster(run: TrainingJob, report: Callable[..., None] | None = None) -> dict[str, Any]:
     """This member's part of the training: the chief's saves the model to ``run.model_file``. Returns what the
     Train manifest records (replicas in sync, steps taken, the digest of the weights after the last step)."""
     from models.builders import build_model

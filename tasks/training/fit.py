@@ -23,6 +23,13 @@ from models.builders import build_model
 from models.heads import build_feature_head
 from tasks.data.input_pipeline import AugmentConfig, count_records, make_dataset
 from tasks.data.split_sizes import validation_batching, whole_batch
+from tasks.training.files import (
+    BACKUP_DIR,
+    BACKUP_METADATA_FILE,
+    BEST_WEIGHTS_FILE,
+    HISTORY_FILE,
+    TENSORBOARD_DIR,
+)
 from tasks.training.strategies import check_strategy
 
 
@@ -189,14 +196,14 @@ def discard_unreadable_checkpoints(work_dir: Path) -> None:
     starts that training over instead of failing on a truncated HDF5 file, run after run."""
     import h5py
 
-    for path in [*sorted((work_dir / "backup").rglob("*.h5")), work_dir / "best.weights.h5"]:
+    for path in [*sorted((work_dir / BACKUP_DIR).rglob("*.h5")), work_dir / BEST_WEIGHTS_FILE]:
         if not path.exists():
             continue
         try:
             h5py.File(path, "r").close()
         except OSError:
-            if "backup" in path.relative_to(work_dir).parts:
-                shutil.rmtree(work_dir / "backup", ignore_errors=True)
+            if BACKUP_DIR in path.relative_to(work_dir).parts:
+                shutil.rmtree(work_dir / BACKUP_DIR, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
 
@@ -312,10 +319,10 @@ def replace_history(history: Path, lines: Sequence[str]) -> None:
 def forget_epochs_from(work_dir: Path, first_epoch: int) -> None:
     """What a killed run logged of the epochs a resumed run does again: their history rows (CSVLogger appends)
     and, when it starts over, its TensorBoard logs."""
-    history = work_dir / "history.csv"
+    history = work_dir / HISTORY_FILE
     if first_epoch == 0:
         history.unlink(missing_ok=True)
-        shutil.rmtree(work_dir / "tensorboard", ignore_errors=True)
+        shutil.rmtree(work_dir / TENSORBOARD_DIR, ignore_errors=True)
     elif history.exists():
         replace_history(history, history_lines_before(history, first_epoch))
 
@@ -327,7 +334,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def resumed_epoch(work_dir: Path) -> int:
     """The epoch a resumed ``fit`` starts at: the epochs BackupAndRestore recorded as finished (0 if none)."""
-    metadata = work_dir / "backup" / "training_metadata.json"
+    metadata = work_dir / BACKUP_DIR / BACKUP_METADATA_FILE
     try:
         return int(json.loads(metadata.read_text())["epoch"])
     except (FileNotFoundError, ValueError, KeyError, TypeError):
@@ -481,17 +488,17 @@ def fit_model(
         train, validation = datasets()
         guard = NaNGuard()
         callbacks: list[keras.callbacks.Callback] = [
-            SeedStateBackup(work_dir / "backup"),  # before BackupAndRestore: saved before the epoch counts as done
-            keras.callbacks.BackupAndRestore(str(work_dir / "backup"),
+            SeedStateBackup(work_dir / BACKUP_DIR),  # before BackupAndRestore: saved before the epoch counts as done
+            keras.callbacks.BackupAndRestore(str(work_dir / BACKUP_DIR),
                                              save_freq=config.checkpoint_every_steps or "epoch"),
             guard,
-            keras.callbacks.CSVLogger(str(work_dir / "history.csv"), append=True),
+            keras.callbacks.CSVLogger(str(work_dir / HISTORY_FILE), append=True),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
-            AtomicBestWeights(work_dir / "best.weights.h5"),
-            keras.callbacks.TensorBoard(str(work_dir / "tensorboard"), histogram_freq=1),
+            AtomicBestWeights(work_dir / BEST_WEIGHTS_FILE),
+            keras.callbacks.TensorBoard(str(work_dir / TENSORBOARD_DIR), histogram_freq=1),
         ]
         if sample_images is not None and len(sample_images):
-            callbacks.append(SampleImages(work_dir / "tensorboard", sample_images))
+            callbacks.append(SampleImages(work_dir / TENSORBOARD_DIR, sample_images))
         if on_epoch is not None:
             callbacks.append(EpochReporter(on_epoch))
         if config.max_steps:
@@ -503,10 +510,10 @@ def fit_model(
             raise TrainingDivergedError(f"loss became non-finite in epoch {epoch + 1}, batch {batch}")
         if stats is not None:
             stats["steps"] = int(model.optimizer.iterations.numpy())
-        if (work_dir / "best.weights.h5").exists():
+        if (work_dir / BEST_WEIGHTS_FILE).exists():
             # Early stopping restores best weights only when it fires; after a resume it may not have seen
             # the best epoch. The checkpoint file always holds the best validation loss so far.
-            model.load_weights(str(work_dir / "best.weights.h5"))
+            model.load_weights(str(work_dir / BEST_WEIGHTS_FILE))
         return model
     finally:
         keras.mixed_precision.set_global_policy("float32")

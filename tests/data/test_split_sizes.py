@@ -47,7 +47,7 @@ def test_a_train_split_smaller_than_the_replicas_is_refused_and_any_other_size_p
 
 
 def test_refusals_are_value_errors_so_the_cli_prints_them_without_a_traceback() -> None:
-    from pipelines.cli import EXPECTED_ERRORS
+    from pipelines.commands.common import EXPECTED_ERRORS
 
     assert issubclass(SplitSizeError, EXPECTED_ERRORS)
 

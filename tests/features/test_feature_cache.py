@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from tasks.data.input_pipeline import AugmentConfig
-from tasks.features.cache import FEATURES_SUFFIX, FeatureCache, namespace, packs_used
+from tasks.features.cache import FeatureCache, namespace, packs_used
 from tasks.features.extract import augmented_view
+from tasks.features.files import FEATURES_SUFFIX
 
 
 def digests(count: int, start: int = 0) -> np.ndarray:

@@ -19,7 +19,6 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from models import backbone_spec  # noqa: E402
 from models.backbone_spec import (  # noqa: E402
     KERAS_APPLICATIONS,
     BackboneSpec,

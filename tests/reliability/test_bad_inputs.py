@@ -39,6 +39,7 @@ import pytest
 from PIL import Image
 
 from pipelines import cli
+from pipelines.commands.common import set_config
 from pipelines.registry import DATASETS, get_dataset
 from tasks.datasets.captcha.labels_csv import read_labels_csv
 from tasks.datasets.images.folder import load_image
@@ -549,7 +550,7 @@ def test_bad_input_is_refused_by_name(bad: BadSurface, skip_bad: bool, tmp_path:
             sources = tuple(dataclasses.replace(s, url=env.url + bad.registry_file) for s in entry.sources)
             monkeypatch.setitem(DATASETS, "cifar10", dataclasses.replace(entry, sources=sources))
         for section, option, value in bad.luigi_settings:
-            cli.set_config(section, option, value)
+            set_config(section, option, value)
         argv = bad.argv(env) + (["--skip-bad"] if skip_bad else [])  # writes the case's inputs first
         base = tmp_path_factory.getbasetemp()
         before = Before(outside_root(base, env.root), repository_top(), manifests_below(env.root))

@@ -16,8 +16,9 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tasks.data.input_pipeline import make_dataset  # noqa: E402
-from tasks.training.custom_loop import ClusterRun, LoopPlan, train_on_cluster  # noqa: E402
+from tasks.training.custom_loop import LoopPlan, train_on_cluster  # noqa: E402
 from tasks.training.fit import TrainConfig, TrainingDivergedError, fit  # noqa: E402
+from tasks.training.plan import TrainingJob  # noqa: E402
 from tests.data.test_input_pipeline import NUM_SHARDS, SHAPE, make_data, write_shards  # noqa: E402
 
 
@@ -40,8 +41,8 @@ def config(**changes: object) -> TrainConfig:
 
 
 def run(tmp_path: Path, files: tuple[list[str], list[str]], work: str = "work", **changes: object) -> dict:
-    return train_on_cluster(ClusterRun(config(**changes), tuple(files[0]), tuple(files[1]), "raw", tmp_path / work,
-                                       is_chief=True, model_file=tmp_path / f"{work}.keras"))
+    return train_on_cluster(TrainingJob(config(**changes), tuple(files[0]), tuple(files[1]), "raw", tmp_path / work,
+                                        is_chief=True, model_file=tmp_path / f"{work}.keras"))
 
 
 def history(work: Path) -> list[dict[str, str]]:

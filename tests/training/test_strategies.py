@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from pipelines import cli
+from pipelines.commands.common import configure
+from pipelines.commands.dag import artifact_tasks, top_task
+from pipelines.stages import register_wrappers
 
 
 def test_an_unknown_strategy_is_refused_with_the_choices(tmp_path: Path, luigi_config, capsys) -> None:
@@ -29,8 +32,8 @@ def test_multi_worker_and_parameter_server_refuse_what_the_custom_loop_lacks(
     (tmp_path / "src").mkdir()
     args = cli.build_parser().parse_args(["run", "fashion_mnist", "--source", str(tmp_path / "src"), "--set",
                                           f"Train.strategy={strategy}", "--set", setting])
-    cli.register_wrappers()
-    cli.configure(args)
-    [train] = [node for node in cli.artifact_tasks(cli.top_task(args)) if isinstance(node, Train)]
+    register_wrappers()
+    configure(args)
+    [train] = [node for node in artifact_tasks(top_task(args)) if isinstance(node, Train)]
     with pytest.raises(ValueError, match=f"Train.strategy={strategy} with {reason}"):
-        train.check_cluster_options()
+        train.training_plan().check_cluster_options()

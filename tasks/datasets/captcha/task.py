@@ -8,12 +8,13 @@ from typing import Any
 import luigi
 import numpy as np
 
+from tasks.datasets.captcha.files import IMAGES_DIR, LABELS_CSV_FILE
 from tasks.datasets.captcha.generate import ALPHABET, generate_captchas
 from tasks.datasets.captcha.labels_csv import read_labels_csv, write_labels_csv
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
 from tasks.formats.errors import FormatError
 from tasks.formats.examples import encode_keys, open_split_writer, save_class_names, stable_unit
-from tasks.sources.task import Download, downloaded_path
+from tasks.sources.task import RAW_DATA, Download, downloaded_path
 from tasks.store.task import ArtifactTask
 
 
@@ -22,7 +23,7 @@ class GenerateCaptchas(ArtifactTask):
 
     stage = "generate"
     version = 1
-    provides = "source"
+    provides = RAW_DATA
 
     count = luigi.IntParameter(default=30000)
     width = luigi.IntParameter(default=160)
@@ -35,11 +36,11 @@ class GenerateCaptchas(ArtifactTask):
         import captcha
 
         rows = generate_captchas(
-            out_dir / "images", self.count, seed=self.seed, width=self.width, height=self.height,
+            out_dir / IMAGES_DIR, self.count, seed=self.seed, width=self.width, height=self.height,
             length=self.length, workers=self.workers,
             progress=lambda done, total: self.report_progress(done, total, f"captcha {done}/{total}"),
         )
-        write_labels_csv(out_dir / "labels.csv", rows)
+        write_labels_csv(out_dir / LABELS_CSV_FILE, rows)
         return {"records": {"all": len(rows)}, "captcha_version": getattr(captcha, "__version__", "unknown")}
 
 
@@ -69,7 +70,7 @@ class DecodeCaptcha(ArtifactTask):
 
     stage = "decode"
     version = 2
-    reads = ("data",)
+    reads = (RAW_DATA,)
     provides = "decoded"
 
     grayscale = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
@@ -77,19 +78,19 @@ class DecodeCaptcha(ArtifactTask):
     test_fraction = luigi.FloatParameter(default=0.1)
 
     def source_folder(self) -> tuple[Path, Path]:
-        required = self.requires()["data"]
+        required = self.requires()[RAW_DATA]
         if isinstance(required, GenerateCaptchas):
             if required.length != self.length:
                 raise ValueError(f"DecodeCaptcha.length={self.length} but the generated captchas have "
                                  f"{required.length} letters; set GenerateCaptchas.length too")
-            return required.artifact_dir / "labels.csv", required.artifact_dir / "images"
+            return required.artifact_dir / LABELS_CSV_FILE, required.artifact_dir / IMAGES_DIR
         if not isinstance(required, Download):
             raise ValueError(f"DecodeCaptcha reads a captcha folder, not the output of {required.task_family}")
         root = downloaded_path(required)
         if not root.is_dir():
             raise ValueError(f"{root}: a captcha source must be a folder with labels.csv and <index>.png files")
-        images = root / "images" if (root / "images").is_dir() else root
-        return root / "labels.csv", images
+        images = root / IMAGES_DIR if (root / IMAGES_DIR).is_dir() else root
+        return root / LABELS_CSV_FILE, images
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         labels_csv, image_dir = self.source_folder()

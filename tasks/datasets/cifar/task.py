@@ -19,11 +19,13 @@ from tasks.datasets.cifar.codec import (
     spec_title,
     split_batch_paths,
 )
+from tasks.datasets.cifar.files import COARSE_LABELS_FILE
 from tasks.datasets.cifar.parallel_decode import iter_batches
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
 from tasks.formats.errors import FormatError
 from tasks.formats.examples import encode_keys, open_split_writer, save_class_names
-from tasks.sources.task import downloaded_path
+from tasks.formats.files import EXTRACT_SCRATCH_DIR
+from tasks.sources.task import RAW_DATA, downloaded_path
 from tasks.store.task import ArtifactTask
 
 SPECS = {spec.name: spec for spec in (CIFAR10, CIFAR100)}
@@ -58,7 +60,7 @@ class DecodeCifar(ArtifactTask):
 
     stage = "decode"
     version = 2
-    reads = ("data",)
+    reads = (RAW_DATA,)
     provides = "decoded"
 
     variant = luigi.ChoiceParameter(choices=sorted(SPECS), description="which CIFAR: cifar10 or cifar100")
@@ -72,8 +74,8 @@ class DecodeCifar(ArtifactTask):
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         spec = self.spec
-        scratch = out_dir / ".extract"
-        data = downloaded_path(self.requires()["data"])
+        scratch = out_dir / EXTRACT_SCRATCH_DIR
+        data = downloaded_path(self.requires()[RAW_DATA])
         top = extract_if_archive(data, scratch)
         root = resolve_root(top, spec)
         check_complete(data, top, root, spec)
@@ -83,7 +85,7 @@ class DecodeCifar(ArtifactTask):
         coarse = self.use_coarse(spec)
         if spec.coarse_label_names_key:
             coarse_names = read_label_names(root / spec.meta_file, spec.coarse_label_names_key)
-            (out_dir / "coarse_labels.txt").write_text("".join(f"{i}:{n}\n" for i, n in enumerate(coarse_names)))
+            (out_dir / COARSE_LABELS_FILE).write_text("".join(f"{i}:{n}\n" for i, n in enumerate(coarse_names)))
             if coarse:
                 class_names = coarse_names
         counts = {split: self._decode_split(root, spec, split, out_dir, coarse) for split in ("train", "test")}

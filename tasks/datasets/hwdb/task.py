@@ -26,12 +26,14 @@ from typing import Any
 import luigi
 import numpy as np
 
+from tasks.datasets.hwdb.files import CHAR_DICT_FILE
 from tasks.datasets.hwdb.gnt import iter_gnt, iter_gnt_tags
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
 from tasks.formats.examples import encode_keys, open_split_writer, save_class_names
+from tasks.formats.files import EXTRACT_SCRATCH_DIR, SKIPPED_FILE
 from tasks.formats.images import fit_to_square
 from tasks.sources.archive import shown_name, unpack
-from tasks.sources.task import downloaded_path
+from tasks.sources.task import RAW_DATA, downloaded_path
 from tasks.store.task import ArtifactTask
 
 logger = logging.getLogger("tfpipe")
@@ -39,8 +41,6 @@ logger = logging.getLogger("tfpipe")
 SPLITS = ("train", "test")
 SPLIT_WORDS = {"train": ("trn", "train"), "test": ("tst", "test")}
 SPLIT_SEARCH_DEPTH = 3
-CHAR_DICT_JSON = "char_dict.json"
-SKIPPED_JSON = "skipped.json"
 
 
 def split_of_folder(name: str) -> str | None:
@@ -135,8 +135,8 @@ class DecodeHwdb(ArtifactTask):
         """Each split's folder of .gnt files, and how errors name it (``shown_name``): from the ``train`` and
         ``test`` sources, or found in ``data``."""
         sources = self.requires()
-        if "data" in sources:
-            data = downloaded_path(sources["data"])
+        if RAW_DATA in sources:
+            data = downloaded_path(sources[RAW_DATA])
             root = unpack(data, scratch / "data")
             folders = find_split_folders(root, shown_as=shown_name(root, root, data))
             return {split: (folder, shown_name(folder, root, data)) for split, folder in folders.items()}
@@ -153,11 +153,11 @@ class DecodeHwdb(ArtifactTask):
     def build(self, out_dir: Path) -> dict[str, Any]:
         if self.image_size < 1:
             raise ValueError(f"DecodeHwdb.image_size must be positive, got {self.image_size}")
-        scratch = out_dir / ".extract"
+        scratch = out_dir / EXTRACT_SCRATCH_DIR
         try:
             files = {split: gnt_files(folder, shown) for split, (folder, shown) in self.split_folders(scratch).items()}
             char_dict = build_char_dict(self.train_characters(files["train"]))
-            (out_dir / CHAR_DICT_JSON).write_text(json.dumps(char_dict, ensure_ascii=False, indent=1),
+            (out_dir / CHAR_DICT_FILE).write_text(json.dumps(char_dict, ensure_ascii=False, indent=1),
                                                   encoding="utf-8")
             save_class_names(out_dir, list(char_dict))
             counts, skipped = {}, {}
@@ -211,8 +211,8 @@ class DecodeHwdb(ArtifactTask):
         ordered = dict(sorted(skipped.items()))
         report = {"test": {"samples": sum(ordered.values()), "characters": ordered},
                   "reason": "character not in the training set's dictionary"}
-        (out_dir / SKIPPED_JSON).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        (out_dir / SKIPPED_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
         if ordered:
             logger.warning("%s: %d test samples of %d characters not in the training set were skipped "
-                           "(see %s)", self.task_family, report["test"]["samples"], len(ordered), SKIPPED_JSON)
+                           "(see %s)", self.task_family, report["test"]["samples"], len(ordered), SKIPPED_FILE)
         return ordered

@@ -20,14 +20,15 @@ import luigi
 import numpy as np
 
 from tasks.datasets.images.folder import FolderScan, ImageEntry, decode_images, scan_class_folders
+from tasks.formats.arrays import column_file
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
 from tasks.formats.examples import encode_keys, load_split, open_split_writer, save_class_names, stable_unit
+from tasks.formats.files import EXTRACT_SCRATCH_DIR, SKIPPED_FILE
 from tasks.sources.archive import safe_extract
-from tasks.sources.task import downloaded_path
+from tasks.sources.task import RAW_DATA, downloaded_path
 from tasks.store.task import ArtifactTask
 
 logger = logging.getLogger("tfpipe")
-SKIPPED_JSON = "skipped.json"
 SPLITS = ("train", "test")
 CHUNK_ROWS = 256
 
@@ -55,7 +56,7 @@ def without_excluded(scan: FolderScan, excluded: Sequence[Path]) -> FolderScan:
 class DecodeImages(ArtifactTask):
     stage = "decode"
     version = 1
-    reads = ("data",)
+    reads = (RAW_DATA,)
     provides = "decoded"
 
     image_size = luigi.IntParameter(default=64, description="side of the square images the set is resized to")
@@ -72,8 +73,8 @@ class DecodeImages(ArtifactTask):
     def build(self, out_dir: Path) -> dict[str, Any]:
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"DecodeImages.test_fraction must be in [0, 1), got {self.test_fraction}")
-        data = downloaded_path(self.requires()["data"])
-        scratch = out_dir / ".extract"
+        data = downloaded_path(self.requires()[RAW_DATA])
+        scratch = out_dir / EXTRACT_SCRATCH_DIR
         try:
             if data.is_dir():  # read in place: the artifact root may lie inside it (tfpipe run in the data folder)
                 scan = without_excluded(scan_class_folders(data), [self.artifact_root])
@@ -110,7 +111,7 @@ class DecodeImages(ArtifactTask):
         few = {name: n for name, n in scan.counts.items() if 0 < n < self.min_images_per_class}
         report = {"junk": [{"path": rel, "reason": why} for rel, why in scan.junk],
                   "bad_images": bad, "empty_classes": empty, "classes_with_few_images": few}
-        (out_dir / SKIPPED_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        (out_dir / SKIPPED_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
         notices = self.notices(scan, bad, empty, few)
         for notice in notices:
             logger.warning("%s: %s", self.task_family, notice)
@@ -122,10 +123,10 @@ class DecodeImages(ArtifactTask):
         """What a user must hear about this folder, one line each (the CLI prints them after a run)."""
         lines = []
         if scan.junk:
-            lines.append(f"{len(scan.junk)} non-image file(s) skipped (see {SKIPPED_JSON})")
+            lines.append(f"{len(scan.junk)} non-image file(s) skipped (see {SKIPPED_FILE})")
         if bad:
             lines.append(f"{len(bad)} corrupt image(s) skipped (on_error=skip), e.g. {bad[0]['path']}: "
-                         f"{bad[0]['reason']} (see {SKIPPED_JSON})")
+                         f"{bad[0]['reason']} (see {SKIPPED_FILE})")
         if empty:
             lines.append(f"class folder(s) without images left out: {', '.join(empty)}")
         if few:
@@ -174,7 +175,7 @@ class DecodeImages(ArtifactTask):
         kept = [name for name in classes if name not in dropped]
         new_index = np.asarray([kept.index(name) if name in kept else -1 for name in classes], dtype=np.int32)
         for split in SPLITS:
-            path = out_dir / split / "label.bin"
+            path = column_file(out_dir / split, "label")
             labels = np.fromfile(path, dtype="<i4")
             new_index[labels].astype("<i4").tofile(path)
         return kept

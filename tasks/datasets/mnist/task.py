@@ -15,7 +15,7 @@ import luigi
 from tasks.datasets.mnist.idx import read_idx_pair
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
 from tasks.formats.examples import encode_keys, open_split_writer, save_class_names
-from tasks.sources.task import downloaded_path
+from tasks.sources.task import RAW_DATA, downloaded_path
 from tasks.store.task import ArtifactTask
 
 CLASS_NAMES = {
@@ -62,8 +62,8 @@ class DecodeMnist(ArtifactTask):
 
     def idx_files(self) -> dict[str, Path]:
         sources = self.requires()
-        if "data" in sources:
-            data = downloaded_path(sources["data"])
+        if RAW_DATA in sources:
+            data = downloaded_path(sources[RAW_DATA])
             if not data.is_dir():
                 raise ValueError(f"{data}: an MNIST source must be a folder holding the four IDX files")
             return find_idx_files(data)

@@ -1,0 +1,14 @@
+"""File names the bottleneck stage writes, in its artifact and in the feature cache. Plain Python.
+
+An artifact holds, per split ``<name>`` (``train``, ``test``, ``train.view1``...), ``<name>.features.npy``,
+``<name>.labels.npy`` and ``<name>.keys.npy``, plus ``features.json`` (and ``labels.txt``,
+``dataset_info.json``: tasks/formats/). A cache pack under ``.cache/features/<namespace>/`` is a
+``<pack>.features.npy`` and ``<pack>.keys.npy`` pair (tasks/features/cache.py).
+"""
+
+from __future__ import annotations
+
+FEATURES_INFO_FILE = "features.json"  # feature width, views, backbone, input range and why, examples per split
+FEATURES_SUFFIX = ".features.npy"  # (N, D) float32 feature vectors
+LABELS_SUFFIX = ".labels.npy"  # the examples' labels, in the same order
+KEYS_SUFFIX = ".keys.npy"  # (N,) S32 content keys (sha256 of the decoded pixels), in the same order
