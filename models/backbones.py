@@ -156,7 +156,7 @@ def _checked_image_shape(image_shape: tuple[int, int, int]) -> tuple[int, int, i
     shape = tuple(int(d) for d in image_shape)
     if len(shape) != 3 or shape[2] not in (1, 3) or min(shape[:2]) < 1:
         raise ValueError(f"image_shape must be (H, W, C) with C in (1, 3), got {image_shape!r}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ def _model_input_shape(model: keras.Model) -> tuple[int | None, int | None, int]
     shape = tuple(model.inputs[0].shape[1:])
     if len(shape) != 3 or shape[2] not in (1, 3):
         raise BackboneError(f"model {model.name!r} takes input of shape {shape}, not (H, W, 1|3) images")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _freeze_backbone(spec: BackboneSpec, image_shape: tuple[int, int, int], top: int,

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
 from luigi.task import flatten
 
 from pipelines.stages import Pipeline, pipeline_task
-from tasks.store.task import ArtifactTask
+from tasks.store.task import ArtifactTask, opened_root
+
+if TYPE_CHECKING:
+    from tasks.store.bucket import Bucket
 
 
 def run_digest(wrapper: Pipeline) -> str:
@@ -49,3 +55,18 @@ def walk(task: luigi.Task) -> list[luigi.Task]:
 def artifact_tasks(task: luigi.Task) -> list[ArtifactTask]:
     """The stages of the DAG below ``task`` (the tasks that make artifacts), dependencies first."""
     return [node for node in walk(task) if isinstance(node, ArtifactTask)]
+
+
+def run_log_holder() -> Path | Bucket:
+    """Where the run log and leases live: the local root folder, or the bucket."""
+    root = opened_root()
+    return root.local if root.bucket is None else root.bucket
+
+
+def artifact_names(nodes: Sequence[ArtifactTask]) -> list[str]:
+    """What a lease and the run log name the stages' artifacts by (``tfpipe gc`` keeps them): their folders,
+    or on a bucket their paths relative to the root."""
+    artifacts = opened_root().artifacts
+    if artifacts is None:
+        return [str(node.artifact_dir.resolve()) for node in nodes]
+    return [artifacts.prefix(node.identity) for node in nodes]

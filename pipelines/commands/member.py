@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from tasks.training.member import join_cluster
     from tasks.training.task import Train
 
-    [train] = [node for node in artifact_tasks(top_task(args)) if isinstance(node, Train)] or [None]
+    trains: list[Train | None] = [node for node in artifact_tasks(top_task(args)) if isinstance(node, Train)]
+    [train] = trains or [None]
     if train is None:
         raise ValueError(f"the {args.pipeline} pipeline up to {args.until or 'its end'} has no Train stage")
     if train.complete():

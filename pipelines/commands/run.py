@@ -21,7 +21,7 @@ import luigi.rpc
 from luigi.execution_summary import LuigiRunResult, LuigiStatusCode
 
 from pipelines.commands.common import EXPECTED_ERRORS, Subparsers, add_pipeline_arguments
-from pipelines.commands.dag import artifact_tasks, top_task
+from pipelines.commands.dag import artifact_names, artifact_tasks, run_log_holder, top_task
 from pipelines.commands.run_report import final_outputs, print_outputs, publish_exit_code, record_run
 from pipelines.stages import Pipeline
 from tasks.runtime.error_text import describe_error
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tfpipe: {args.pipeline} up to date: all {len(nodes)} stages done{final_outputs(task)}")
         record_run(args, nodes, ran=[], code=0)
         return 0
-    with lease(nodes[0].artifact_root, [node.artifact_dir for node in nodes]):
+    with lease(run_log_holder(), artifact_names(nodes)):
         code = build_and_report(args, task, nodes)
     record_run(args, nodes, ran=[node for node in todo if node.complete()], code=code)
     return code

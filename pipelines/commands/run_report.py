@@ -7,16 +7,15 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from luigi.task import flatten
 
-from pipelines.commands.dag import artifact_tasks
+from pipelines.commands.dag import artifact_names, artifact_tasks, run_log_holder
 from pipelines.registry import get_dataset
 from pipelines.stages import Pipeline
 from tasks.sources.task import RAW_DATA
 from tasks.store.runlog import append_run
-from tasks.store.task import ArtifactTask
+from tasks.store.task import ArtifactTask, opened_root
 
 
 def run_name(args: argparse.Namespace) -> str:
@@ -32,7 +31,7 @@ def record_run(args: argparse.Namespace, nodes: list[ArtifactTask], *, ran: list
         "source": sorted({digest for node in nodes if node.provides == RAW_DATA
                           for role, digest in node.identity.upstream.items() if role.startswith("source:")}),
         "stages_ran": [node.stage for node in ran],
-        "artifacts": [str(node.artifact_dir.resolve()) for node in done],
+        "artifacts": artifact_names(done),
     }
     metric = get_dataset(args.pipeline).metric  # the one the publish gate compares
     for node in done:
@@ -44,7 +43,7 @@ def record_run(args: argparse.Namespace, nodes: list[ArtifactTask], *, ran: list
         if node.provides == "published":
             record["published"] = manifest.get("published")
             record["published_version"] = manifest.get("published_version")
-    append_run(nodes[0].artifact_root, run_name(args), record)
+    append_run(run_log_holder(), run_name(args), record)
 
 
 def publish_exit_code(nodes: Sequence[ArtifactTask]) -> int:
@@ -63,7 +62,7 @@ def print_outputs(task: Pipeline) -> None:
     """Every stage's artifact, the stages' notices, the health warnings, then the report and model."""
     nodes = artifact_tasks(task)
     for node in nodes:
-        print(f"  {node.stage:<10} {node.artifact_dir}")
+        print(f"  {node.stage:<10} {node.artifact_location}")
     for node in nodes:
         for notice in node.output().manifest().get("notices", []):
             print(f"note: {node.task_family}: {notice}")
@@ -81,14 +80,19 @@ def print_health_warnings(nodes: Sequence[ArtifactTask]) -> None:
                 print(f"tfpipe: warning: model health: {warning}", file=sys.stderr)
 
 
-def outputs_of(task: Pipeline) -> list[tuple[str, Path]]:
-    """The report and model a finished run ends with, as absolute paths."""
+def outputs_of(task: Pipeline) -> list[tuple[str, str]]:
+    """The report and model a finished run ends with, as absolute paths (or URLs on a bucket)."""
     found = []
+    artifacts = opened_root().artifacts
     for node in flatten(task.requires()):
         manifest = node.output().manifest()
         for label, name in (("report", "report_html"), ("model", "model_dir")):
-            if name in manifest:
-                found.append((label, (node.artifact_dir / manifest[name]).resolve()))
+            if name not in manifest:
+                continue
+            if artifacts is None:
+                found.append((label, str((node.artifact_dir / manifest[name]).resolve())))
+            else:
+                found.append((label, artifacts.file_url(node.identity, manifest, manifest[name])))
     return found
 
 

@@ -20,6 +20,6 @@ def run(args: argparse.Namespace) -> int:
     for node in artifact_tasks(top_task(args)):
         done = node.complete()
         pending += not done
-        print(f"{'done ' if done else 'to-do'}  {node.stage:<10} {node.task_family:<16} {node.artifact_dir}")
+        print(f"{'done ' if done else 'to-do'}  {node.stage:<10} {node.task_family:<16} {node.artifact_location}")
     print(f"{pending} stage(s) to do" if pending else "up to date: every stage is done")
     return 0

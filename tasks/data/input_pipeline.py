@@ -204,12 +204,11 @@ def _augment(dataset: tf.data.Dataset, config: AugmentConfig, seed: int) -> tf.d
     """Per-image stateless augmentation of whole batches; a fresh seed pair per batch and epoch."""
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
-    def augment_batch(images: tf.Tensor, labels: tf.Tensor, batch_seed: tf.Tensor):
+    def augment_batch(batch: tuple[tf.Tensor, tf.Tensor], batch_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        images, labels = batch
         return augment_images(images, config, batch_seed), labels
 
-    return tf.data.Dataset.zip(dataset, seeds).map(
-        lambda batch, batch_seed: augment_batch(*batch, batch_seed), num_parallel_calls=AUTOTUNE
-    )
+    return tf.data.Dataset.zip(dataset, seeds).map(augment_batch, num_parallel_calls=AUTOTUNE)
 
 
 def augment_images(images: tf.Tensor, config: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -20,6 +21,7 @@ from tasks.formats.examples import stable_order
 from tasks.formats.images import encode_png
 from tasks.formats.tfrecord import (
     ExampleEncoder,
+    FeatureValue,
     TFRecordWriter,
     bytes_entry_column,
     int_entry_column,
@@ -63,8 +65,8 @@ VARYING_FEATURES = ("image/encoded", "image/class/label", "image/key", "image/sh
 
 def example_encoder(image_shape: tuple[int, ...], image_format: str) -> ExampleEncoder:
     height, width, channels = image_shape
-    constant = {"image/format": image_format.encode(), "image/height": height, "image/width": width,
-                "image/channels": channels}
+    constant: dict[str, FeatureValue] = {"image/format": image_format.encode(), "image/height": height,
+                                         "image/width": width, "image/channels": channels}
     return ExampleEncoder(constant, VARYING_FEATURES)
 
 
@@ -193,8 +195,9 @@ def iter_shard_examples(shard_dir: Path, split: str, limit: int | None = None): 
     for name in info.split(split).files:
         for record in read_records(Path(shard_dir) / name):
             features = decode_example(record)
-            image_format = features["image/format"][0].decode()
-            image = decode_stored_image(features["image/encoded"][0], image_format, shape)
+            # Bytes features, as write_split_shards writes them.
+            image_format = cast(bytes, features["image/format"][0]).decode()
+            image = decode_stored_image(cast(bytes, features["image/encoded"][0]), image_format, shape)
             yield image, np.asarray(features["image/class/label"], dtype=np.int64), features["image/key"][0]
             produced += 1
             if limit is not None and produced >= limit:

@@ -37,10 +37,13 @@ class TFRecords(ArtifactTask):
         splits = {}
         for split, (source_split, rows) in load_assignment(image_dirs).items():
             arrays = load_split(decoded, source_split)
+
+            def progress(done: int, total: int, s: str = split) -> None:
+                self.report_progress(done, total, f"{s} {done}/{total}")
+
             files = write_split_shards(
                 out_dir, split, arrays["image"], arrays["label"], arrays["key"], arrays["sha256"], rows, spec,
-                progress=lambda done, total, s=split: self.report_progress(done, total, f"{s} {done}/{total}"),
-                workers=self.workers,
+                progress=progress, workers=self.workers,
             )
             splits[split] = SplitInfo(int(len(rows)), tuple(files))
         shutil.copy(image_dirs / LABELS_FILE, out_dir / LABELS_FILE)

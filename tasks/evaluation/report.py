@@ -233,7 +233,8 @@ class MisclassifiedSample:
             self._true.append(np.asarray(y_true[index]))
             self._pred.append(np.asarray(y_pred[index]))
 
-    def arrays(self, image_shape: tuple[int, ...], label_shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    def arrays(self, image_shape: tuple[int, ...],
+               label_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(images, y_true, y_pred)``; empty arrays of the given shapes when nothing was wrong."""
         if not self._images:
             empty = np.zeros((0, *label_shape), dtype=np.int64)

@@ -37,7 +37,7 @@ class Freeze(ArtifactTask):
         shards, trained = self.input_dir("examples"), self.input_dir("model")
         info = load_dataset_info(shards)
         image_shape = info.image_shape
-        self.set_status_message("exporting the SavedModel and the frozen graph")
+        self.show_status("exporting the SavedModel and the frozen graph")
         # In a fresh process: the export's bytes then do not depend on what this worker built before.
         run_in_fresh_process(export_model_file, ExportJob(
             model_file=trained / MODEL_FILE, out_dir=out_dir, image_shape=image_shape,
@@ -49,7 +49,7 @@ class Freeze(ArtifactTask):
         max_diff = verify_exported(out_dir, model, encoded, image_shape=image_shape, tolerance=self.tolerance)
         # The trained Keras model rides along, so this freeze directory can be another pipeline's backbone.
         shutil.copy(trained / MODEL_FILE, out_dir / MODEL_FILE)
-        evaluation = self.requires()["evaluation"]
+        evaluation = self.upstream_task("evaluation")
         return {"max_abs_diff": max_diff, "verified_images": len(encoded), "model_dir": ".",
                 # Relative to this artifact, as every manifest path is: right with a relative artifact root too.
                 "report_html": os.path.relpath(evaluation.artifact_dir / REPORT_FILE, self.artifact_dir)}

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,6 +30,12 @@ ProgressFn = Callable[[int], None]
 # 255 pixels already in [0, 1] gives about 4e-4; real features spread by 1e-1 or more.
 MIN_FEATURE_SPREAD = 1e-3
 _SPREAD_EPSILON = 1e-8
+
+
+class FeatureModel(Protocol):
+    """A backbone as ``extract`` uses it (a Keras model): float32 images in, (B, D) features out."""
+
+    def predict_on_batch(self, x: np.ndarray) -> Any: ...
 
 
 class ConstantFeaturesError(ValueError):
@@ -69,7 +76,7 @@ def split_batches(shard_dir: Path, split: str, batch_size: int) -> Iterator[tupl
         yield images, labels, pixel_digests(images)
 
 
-def extract(model: object, batches: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], cache: FeatureCache, *,
+def extract(model: FeatureModel, batches: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], cache: FeatureCache, *,
             view: int = 0, seed: int = 0, augment: AugmentConfig | None = None,
             progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, ExtractionCounts]:
     """Features (N, D), labels and content keys of every example, in order; only cache misses reach ``model``.

@@ -12,11 +12,20 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from enum import Enum
 from typing import TypeVar
 
 T = TypeVar("T")
 THREAD_NAME = "tfpipe-read-ahead"
-_END = object()
+
+
+class _End(Enum):
+    """What ``next`` returns once the source is exhausted (an Enum member, so ``is`` narrows it away)."""
+
+    END = 0
+
+
+_END = _End.END
 
 
 def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -26,12 +35,12 @@ def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     source = iter(items)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME)
     try:
-        pending: deque[Future[object]] = deque(pool.submit(next, source, _END) for _ in range(depth))
+        pending: deque[Future[T | _End]] = deque(pool.submit(next, source, _END) for _ in range(depth))
         while True:
             item = pending.popleft().result()
             if item is _END:
                 return
             pending.append(pool.submit(next, source, _END))
-            yield item  # type: ignore[misc]
+            yield item
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

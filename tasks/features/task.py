@@ -69,8 +69,8 @@ class Bottleneck(ArtifactTask):
     feature_views = luigi.IntParameter(default=0, description="augmented views cached per training image "
                                                               "(0 = no augmentation)")
     view_seed = luigi.IntParameter(default=0)
-    dataset_augmentation = luigi.DictParameter(default={}, description="the dataset's augmentation for the views "
-                                                                       "(set by the pipeline)")
+    dataset_augmentation: luigi.DictParameter[dict[str, Any]] = luigi.DictParameter(
+        default={}, description="the dataset's augmentation for the views (set by the pipeline)")
     batch_size = luigi.IntParameter(default=64, significant=False, description="images per backbone call")
 
     def spec(self) -> BackboneSpec:
@@ -118,10 +118,13 @@ class Bottleneck(ArtifactTask):
         used: set[str] = set()
         for split, view in jobs:
             cache = self.cache_for(info, view, pixel_range.name)
+
+            def progress(n: int, base: int = done_before, s: str = split) -> None:
+                self.report_progress(base + n, total, f"{s}: {n}")
+
             features, labels, keys, counts = extract(
                 model, split_batches(shards, split, self.batch_size), cache, view=view, seed=self.view_seed,
-                augment=augment,
-                progress=lambda n, base=done_before, s=split: self.report_progress(base + n, total, f"{s}: {n}"))
+                augment=augment, progress=progress)
             done_before += len(keys)
             if (split, view) == ("train", 0):
                 check_features_vary(features, keys, backbone=self.backbone,

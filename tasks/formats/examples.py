@@ -39,19 +39,40 @@ def example_columns(image_shape: Sequence[int], num_heads: int,
 def pixel_digests(images: np.ndarray) -> np.ndarray:
     """sha256 of each image's decoded uint8 pixels (row-major HWC bytes), as (N,) ``S32``."""
     rows = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
-    return np.asarray([hashlib.sha256(row).digest() for row in rows], dtype=f"S{DIGEST_BYTES}")
+    # hashlib reads each row as a buffer (numpy's stub declares ndarray one for Python 3.12+ only).
+    digests = [hashlib.sha256(row).digest() for row in rows]  # type: ignore[arg-type]
+    return np.asarray(digests, dtype=f"S{DIGEST_BYTES}")
 
 
-class ExampleWriter(ArrayWriter):
-    """Appends examples of one split; every example gets its content key (``sha256``) here, by construction."""
+class ExampleWriter:
+    """Appends examples of one split; every example gets its content key (``sha256``) here, by construction.
+
+    The columns of an ``ArrayWriter`` (``example_columns``) that takes no ``sha256`` from its caller.
+    """
 
     def __init__(self, directory: Path, image_shape: Sequence[int], num_heads: int, key_bytes: int = KEY_BYTES) -> None:
-        super().__init__(directory, example_columns(image_shape, num_heads, key_bytes))
+        self.arrays = ArrayWriter(directory, example_columns(image_shape, num_heads, key_bytes))
         self.key_bytes = key_bytes
+
+    @property
+    def rows(self) -> int:
+        return self.arrays.rows
 
     def append(self, *, image: np.ndarray, label: np.ndarray | Sequence, key: np.ndarray | Sequence) -> None:
         images = np.ascontiguousarray(image, dtype=np.uint8)
-        super().append(image=images, label=label, key=key, sha256=pixel_digests(images))
+        self.arrays.append(image=images, label=label, key=key, sha256=pixel_digests(images))
+
+    def close(self) -> None:
+        self.arrays.close()
+
+    def abort(self) -> None:
+        self.arrays.abort()
+
+    def __enter__(self) -> ExampleWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.arrays.__exit__(exc_type, *rest)
 
 
 def open_split_writer(decoded_dir: Path, split: str, image_shape: Sequence[int], num_heads: int,

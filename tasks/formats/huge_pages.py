@@ -13,7 +13,10 @@ import ctypes
 import io
 import mmap
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 HUGE_PAGE_BYTES = 2 * 1024 * 1024
 ADVISE_FROM_BYTES = 4 * 1024 * 1024  # numpy's threshold for the same advice
@@ -42,7 +45,7 @@ def huge_page_span(address: int, length: int) -> tuple[int, int]:
     return start, max(0, end - start)
 
 
-def advise_huge_pages(buffer: memoryview | bytearray) -> bool:
+def advise_huge_pages(buffer: WriteableBuffer) -> bool:
     """Advise huge pages for the 2 MiB-aligned interior of a writable buffer of >= 4 MiB, before it is filled.
 
     Only whole huge pages inside the buffer are advised, so no neighbouring memory is touched. Returns
@@ -74,15 +77,16 @@ class HugePageReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         advise_huge_pages(buffer)
-        return self._source.readinto(buffer)
+        # Binary files (io's readers, GzipFile...) all have readinto; typing.IO just does not declare it.
+        return cast(io.BufferedIOBase, self._source).readinto(buffer)
 
     def read(self, size: int = -1) -> bytes:
         return self._source.read(size)
 
-    def readline(self, size: int = -1) -> bytes:
-        return self._source.readline(size)
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._source.readline(-1 if size is None else size)  # both mean: to the end of the line
 
     def peek(self, size: int = 0) -> bytes:
         peek = getattr(self._source, "peek", None)

@@ -216,7 +216,8 @@ class _Array(_Refuses):
             raise self._refuse(f"is_fortran {is_fortran!r} is not a bool")
         checked = _array_layout(self, shape, dtype, data)
         array = np.empty(0, np.uint8)
-        array.__setstate__((1, shape, checked, is_fortran, data))  # every value checked: what numpy writes
+        # Every value checked: what numpy writes (its stub wants an np.bool is_fortran; numpy pickles a bool).
+        array.__setstate__((1, shape, checked, is_fortran, data))  # type: ignore[arg-type]
         self.array = array
 
 
@@ -289,7 +290,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     """An Unpickler whose ``find_class`` hands out only checked stand-ins for numpy's array and dtype makers and
     latin-1 ``_codecs.encode``; numpy's own code never sees a value from the pickle that was not checked."""
 
-    def __init__(self, file: IO[bytes], *, path_for_errors: str | None) -> None:
+    def __init__(self, file: IO[bytes] | io.RawIOBase, *, path_for_errors: str | None) -> None:
         super().__init__(file, encoding="bytes")
         self._path_for_errors = path_for_errors
 

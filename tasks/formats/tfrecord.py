@@ -14,7 +14,7 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, overload
 
 import google_crc32c
 import numpy as np
@@ -29,6 +29,10 @@ def masked_crc32c(data: bytes) -> int:
     return _mask_crc(google_crc32c.value(data))
 
 
+@overload
+def _mask_crc(crc: int) -> int: ...
+@overload
+def _mask_crc(crc: np.ndarray) -> np.ndarray: ...
 def _mask_crc(crc: int | np.ndarray) -> int | np.ndarray:
     """TFRecord's CRC masking, for one int or a uint32 array (whose shifts and sum wrap at 32 bits)."""
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
@@ -75,7 +79,7 @@ def encode_feature(value: FeatureValue) -> bytes:
         return _length_delimited(1, _bytes_list([bytes(value)]))
     if isinstance(value, int):
         return _length_delimited(3, _int64_list([value]))
-    values = list(value)
+    values: list[Any] = list(value)  # ints (numpy's too) or bytes
     if values and isinstance(values[0], bytes | bytearray):
         return _length_delimited(1, _bytes_list([bytes(v) for v in values]))
     return _length_delimited(3, _int64_list([int(v) for v in values]))
@@ -293,9 +297,9 @@ def _delimited(buf: bytes, message: str, used: frozenset[int]) -> Iterator[tuple
     10-byte varint would allocate up to 2**64 bytes, and as a message it is no ``bytes`` at all (found by
     bench/fuzz). Unknown varint fields are skipped, as protobuf does.
     """
-    for number, wire, payload in _fields(buf):
-        if wire == 2:
-            yield number, payload  # type: ignore[misc]
+    for number, _wire, payload in _fields(buf):
+        if not isinstance(payload, int):  # wire type 2 (a varint, wire type 0, is the only int)
+            yield number, payload
         elif number in used:
             raise ValueError(f"field {number} of a {message} is a varint, expected a length-delimited field")
 
@@ -311,10 +315,10 @@ def _decode_feature(buf: bytes) -> list[bytes] | list[int]:
             return [bytes(v) for n, v in _delimited(payload, "BytesList", _ONE) if n == 1]
         if number == 3:
             values: list[int] = []
-            for n, wire, v in _fields(payload):
+            for n, _wire, v in _fields(payload):
                 if n != 1:
                     continue
-                if wire == 0:
+                if isinstance(v, int):  # wire type 0, a varint; else packed varints
                     values.append(v - (1 << 64) if v >= 1 << 63 else v)
                     continue
                 pos = 0
@@ -374,7 +378,8 @@ class TFRecordWriter:
 
     def write_framed(self, framed: bytes | np.ndarray, count: int) -> None:
         """Write records already framed by ``ExampleEncoder.frame_batch``."""
-        self._handle.write(framed)
+        # An ndarray is a buffer (numpy's stub declares it one for Python 3.12+ only).
+        self._handle.write(framed)  # type: ignore[arg-type]
         self.count += count
 
     def close(self) -> None:
@@ -428,7 +433,7 @@ def write_labels_txt(path: Path, class_names: Sequence[str]) -> None:
 
 
 def read_labels_txt(path: Path) -> list[str]:
-    names = []
+    names: list[str] = []
     for line_number, line in enumerate(Path(path).read_text().splitlines(), start=1):
         index, sep, name = line.partition(":")
         if not sep or not index.isdigit() or int(index) != len(names):

@@ -148,7 +148,8 @@ class QuietTensorFlowImport(importlib.abc.MetaPathFinder):
                 exec_module(module)
             self.after_import()
 
-        loader.exec_module = exec_quietly  # this loader instance only: it loads nothing but tensorflow/__init__
+        # This loader instance only: it loads nothing but tensorflow/__init__.
+        loader.exec_module = exec_quietly  # type: ignore[method-assign]  # an instance patch, on purpose
         return spec
 
     def leave(self) -> None:

@@ -113,9 +113,9 @@ class Download(ArtifactTask):
         return progress, bar
 
 
-def downloaded_path(task: Download) -> Path:
+def downloaded_path(task: ArtifactTask) -> Path:
     """Where a finished Download's data is: the fetched file, or the user's directory in place."""
     manifest = task.output().manifest()
     if manifest.get("in_place"):
         return Path(manifest["data_path"])
-    return task.artifact_dir / manifest["data_file"]
+    return task.local_artifact() / manifest["data_file"]

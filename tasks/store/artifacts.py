@@ -161,7 +161,7 @@ def is_stale_temp(path: Path, now: float | None = None) -> bool:
 
 def sweep_stale_temps(stage_dir: Path) -> list[Path]:
     """Remove leftover temporary directories of killed builds; returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     if not stage_dir.is_dir():
         return removed
     for path in stage_dir.glob(f"{TEMP_PREFIX}*"):

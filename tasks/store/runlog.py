@@ -6,6 +6,10 @@
   artifacts of the last N runs of each name.
 - ``<root>/.leases/<host>.<pid>.<id>.json``: the artifact directories a run in progress uses. ``gc`` never
   removes what a live lease names (same host and a live pid; another host's lease for a day).
+
+On a bucket root (``root`` is a `Bucket`) an object cannot be appended to: each run is one object,
+``runs/<name>/<time>-<host>-<pid>-<id>.json``, and a lease is ``.leases/<host>.<pid>.<id>.json`` naming the
+artifacts' bucket paths.
 """
 
 from __future__ import annotations
@@ -17,16 +21,31 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.store.artifacts import host_name, pid_alive
 from tasks.store.layout import LEASES_DIR, RUNS_DIR
 
+if TYPE_CHECKING:
+    from tasks.store.bucket import Bucket
+
 FOREIGN_LEASE_MAX_AGE_S = 24 * 3600
 
 
-def append_run(root: Path, name: str, record: dict[str, Any]) -> None:
+def _run_object(name: str) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"{RUNS_DIR}/{name}/{stamp}-{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+
+
+def _lease_name() -> str:
+    return f"{host_name()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json"
+
+
+def append_run(root: Path | Bucket, name: str, record: dict[str, Any]) -> None:
     """Append one run's record (one line, written with a single ``write`` so concurrent runs don't interleave)."""
+    if not isinstance(root, Path | str):
+        root.write(_run_object(name), json.dumps(record, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        return
     path = Path(root) / RUNS_DIR / f"{name}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
@@ -34,8 +53,10 @@ def append_run(root: Path, name: str, record: dict[str, Any]) -> None:
         handle.write(line)
 
 
-def read_runs(root: Path, name: str) -> list[dict[str, Any]]:
+def read_runs(root: Path | Bucket, name: str) -> list[dict[str, Any]]:
     """Every recorded run of ``name``, oldest first; a torn last line (a killed writer) is skipped."""
+    if not isinstance(root, Path | str):
+        return _read_bucket_runs(root, name)
     path = Path(root) / RUNS_DIR / f"{name}.jsonl"
     if not path.is_file():
         return []
@@ -46,17 +67,37 @@ def read_runs(root: Path, name: str) -> list[dict[str, Any]]:
     return runs
 
 
-def run_names(root: Path) -> list[str]:
+def _read_bucket_runs(bucket: Bucket, name: str) -> list[dict[str, Any]]:
+    runs = []
+    for relative in bucket.list(f"{RUNS_DIR}/{name}"):  # object names start with the UTC time: sorted = oldest first
+        data = bucket.read(relative)
+        with contextlib.suppress(ValueError, TypeError):
+            runs.append(json.loads(data or b""))
+    return runs
+
+
+def run_names(root: Path | Bucket) -> list[str]:
+    if not isinstance(root, Path | str):
+        return sorted({relative.split("/")[1] for relative in root.list(RUNS_DIR) if relative.count("/") == 2})
     folder = Path(root) / RUNS_DIR
     return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
 
 
 @contextlib.contextmanager
-def lease(root: Path, directories: Sequence[Path]) -> Iterator[Path]:
-    """Hold a lease on ``directories`` for the duration of a run."""
+def lease(root: Path | Bucket, directories: Sequence[Path | str]) -> Iterator[Path | str]:
+    """Hold a lease on ``directories`` (on a bucket: artifact paths relative to the root) for a run."""
+    if not isinstance(root, Path | str):
+        relative = f"{LEASES_DIR}/{_lease_name()}"
+        root.write(relative, json.dumps({"directories": [str(d) for d in directories],
+                                         "started": time.time()}).encode("utf-8"))
+        try:
+            yield relative
+        finally:
+            root.delete([relative])
+        return
     folder = Path(root) / LEASES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{host_name()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json"
+    path = folder / _lease_name()
     path.write_text(json.dumps({"directories": [str(Path(d).resolve()) for d in directories],
                                 "started": time.time()}))
     try:
@@ -65,8 +106,11 @@ def lease(root: Path, directories: Sequence[Path]) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
-def leased_directories(root: Path, now: float | None = None) -> set[Path]:
-    """The directories live leases name (stale leases of dead local runs are ignored)."""
+def leased_directories(root: Path | Bucket, now: float | None = None) -> set[Path]:
+    """The directories live leases name (stale leases of dead local runs are ignored). On a bucket: the
+    artifact paths relative to the root, as Paths."""
+    if not isinstance(root, Path | str):
+        return _bucket_leases(root, now)
     folder = Path(root) / LEASES_DIR
     held: set[Path] = set()
     if not folder.is_dir():
@@ -76,6 +120,23 @@ def leased_directories(root: Path, now: float | None = None) -> set[Path]:
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
+            continue
+        if len(parts) >= 4 and parts[0] == host_name() and parts[1].isdigit():
+            if not pid_alive(int(parts[1])):
+                continue
+        elif (now or time.time()) - float(record.get("started", 0)) > FOREIGN_LEASE_MAX_AGE_S:
+            continue
+        held.update(Path(d) for d in record.get("directories", []))
+    return held
+
+
+def _bucket_leases(bucket: Bucket, now: float | None) -> set[Path]:
+    held: set[Path] = set()
+    for relative in bucket.list(LEASES_DIR):
+        parts = relative.rsplit("/", 1)[-1].split(".")
+        try:
+            record = json.loads(bucket.read(relative) or b"")
+        except ValueError:
             continue
         if len(parts) >= 4 and parts[0] == host_name() and parts[1].isdigit():
             if not pid_alive(int(parts[1])):

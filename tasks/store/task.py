@@ -9,22 +9,55 @@ import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import luigi
 import luigi.configuration
 from luigi.freezing import FrozenOrderedDict
 
 from tasks.store import artifacts as store
+from tasks.store.opened import OpenRoot, open_root
+
+if TYPE_CHECKING:
+    from tasks.store.mirror import BucketArtifacts
 
 logger = logging.getLogger("tfpipe")
 T = TypeVar("T")
 
 
 class ArtifactStore(luigi.Config):
-    """Where artifacts live: ``[ArtifactStore] root`` in luigi.cfg or ``tfpipe run --artifacts``."""
+    """Where artifacts live: ``[ArtifactStore] root`` in luigi.cfg or ``tfpipe run --artifacts``: a folder, or
+    ``s3://bucket/prefix`` (tasks/store/roots.py)."""
 
     root = luigi.Parameter(default="artifacts")
+    cache = luigi.Parameter(default="", description="this host's mirror of a bucket root's artifacts ('' = "
+                                                    "$XDG_CACHE_HOME/tfpipe or ~/.cache/tfpipe)")
+    cache_max_gb = luigi.FloatParameter(default=50.0, description="the mirror's size bound: least recently used "
+                                                                  "artifacts beyond it are removed")
+
+
+def opened_root() -> OpenRoot:
+    """The artifact root of this process's configuration, opened (a bucket connects on first use)."""
+    config = ArtifactStore()
+    return open_root(config.root, config.cache, config.cache_max_gb)
+
+
+class BucketArtifactTarget(luigi.Target):
+    """Exists only when the bucket holds a committed manifest for exactly this key (one request)."""
+
+    def __init__(self, artifacts: BucketArtifacts, identity: store.ArtifactIdentity) -> None:
+        self.artifacts = artifacts
+        self.identity = identity
+
+    def exists(self) -> bool:
+        return self.artifacts.manifest(self.identity) is not None
+
+    def manifest(self) -> dict[str, Any]:
+        manifest = self.artifacts.manifest(self.identity)
+        if manifest is None:
+            raise FileNotFoundError(f"{self.artifacts.url(self.identity)}: no {store.MANIFEST_NAME}; "
+                                    "the stage has not run")
+        return manifest
 
 
 class ArtifactTarget(luigi.Target):
@@ -44,7 +77,15 @@ class ArtifactTarget(luigi.Target):
         return manifest
 
 
-class UpstreamParameter(luigi.Parameter):
+if TYPE_CHECKING:
+    # What a task reads as ``self.upstream``. Luigi's typed releases make Parameter generic; the subscript stays
+    # out of the running code, which supports older ones too.
+    _UpstreamBase = luigi.Parameter[Mapping[str, luigi.Task]]
+else:
+    _UpstreamBase = luigi.Parameter
+
+
+class UpstreamParameter(_UpstreamBase):
     """The artifacts a task reads, as ``{role: task instance}``, handed to it by the pipeline's stage chain.
 
     gokart's ``TaskInstanceParameter`` as a mapping: a stage never names another stage's class. The value
@@ -142,14 +183,31 @@ class ArtifactTask(luigi.Task):
 
     @property
     def artifact_root(self) -> Path:
-        return Path(ArtifactStore().root)
+        """This host's folder of the root: the root itself, or a bucket root's local mirror."""
+        return opened_root().local
 
     @property
     def artifact_dir(self) -> Path:
+        """This artifact's folder on this host (on a bucket root: in the mirror, see `local_artifact`)."""
         return self.identity.directory(self.artifact_root)
 
-    def output(self) -> ArtifactTarget:
+    @property
+    def artifact_location(self) -> str:
+        """Where the artifact lives, for people: its folder, or its URL on the bucket."""
+        artifacts = opened_root().artifacts
+        return str(self.artifact_dir) if artifacts is None else artifacts.url(self.identity)
+
+    def output(self) -> ArtifactTarget | BucketArtifactTarget:
+        artifacts = opened_root().artifacts
+        if artifacts is not None:
+            return BucketArtifactTarget(artifacts, self.identity)
         return ArtifactTarget(self.artifact_dir, self.artifact_key)
+
+    def local_artifact(self) -> Path:
+        """The finished artifact's folder on this host: pulled from the bucket (verified) first when the root is
+        one. A stage reads its inputs through this (`input_dir`)."""
+        artifacts = opened_root().artifacts
+        return self.artifact_dir if artifacts is None else artifacts.pull(self.identity)
 
     # ---- running -------------------------------------------------------------------------------------
     def build(self, out_dir: Path) -> dict[str, Any] | None:
@@ -160,9 +218,18 @@ class ArtifactTask(luigi.Task):
         # for it and keep its result, rather than build (download, train) the same thing beside it.
         with store.build_lock(self.artifact_root, self.identity):
             if self.output().exists():
-                logger.info("%s: %s was built by another process meanwhile", self.task_family, self.artifact_dir)
+                logger.info("%s: %s was built by another process meanwhile", self.task_family,
+                            self.artifact_location)
                 return
-            self.build_and_commit()
+            artifacts = opened_root().artifacts
+            # On a bucket a build is committed in the mirror, then pushed; a build a killed run committed in the
+            # mirror but never pushed is pushed as it is.
+            if artifacts is None or not store.is_valid_artifact(self.artifact_dir, self.artifact_key):
+                self.build_and_commit()
+            if artifacts is not None:
+                self.report_progress(1, 1, f"uploading to {self.artifact_location}")
+                artifacts.push(self.identity, self.artifact_dir)
+                logger.info("%s committed %s", self.task_family, self.artifact_location)
 
     def build_and_commit(self) -> None:
         started = time.time()
@@ -175,11 +242,18 @@ class ArtifactTask(luigi.Task):
 
     # ---- helpers for subclasses ------------------------------------------------------------------------
     def input_dir(self, role: str) -> Path:
-        """Directory of the upstream artifact read under ``role``."""
-        return self.requires()[role].artifact_dir
+        """Directory of the upstream artifact read under ``role``, on this host."""
+        return self.upstream_task(role).local_artifact()
 
     def input_manifest(self, role: str) -> dict[str, Any]:
-        return self.requires()[role].output().manifest()
+        return self.upstream_task(role).output().manifest()
+
+    def upstream_task(self, role: str) -> ArtifactTask:
+        """The task read under ``role``: an artifact task, as every stage the pipeline chains is."""
+        task = self.requires()[role]
+        if not isinstance(task, ArtifactTask):
+            raise TypeError(f"{self.task_family}: upstream {role!r} is a {type(task).__name__}, not an ArtifactTask")
+        return task
 
     def report_progress(self, done: int, total: int, message: str = "") -> None:
         """Tell the Luigi scheduler how far we are (visible in luigid's UI)."""
@@ -187,7 +261,12 @@ class ArtifactTask(luigi.Task):
         # Outside a Luigi worker (a plain ``build`` call in tests) the callbacks are None.
         if callable(self.set_progress_percentage):
             self.set_progress_percentage(percent)
-        if message and callable(self.set_status_message):
+        if message:
+            self.show_status(message)
+
+    def show_status(self, message: str) -> None:
+        """The task's status line in the scheduler's UI (a no-op outside a Luigi worker)."""
+        if callable(self.set_status_message):
             self.set_status_message(message)
 
     def track(self, items: Iterable[T], total: int, description: str) -> Iterator[T]:

@@ -45,6 +45,7 @@ def train_on_features(plan: TrainingPlan, config: TrainConfig, info: DatasetInfo
     from models.heads import compose
     from tasks.training.fit import fit_head
 
+    assert plan.features_dir is not None, "a plan on features (plan.on_features) names their directory"
     train, validation = feature_splits(plan.features_dir)
     head = fit_head(config, train, validation, work_dir, hidden_units=plan.head_hidden_units,
                     dropout=plan.head_dropout, on_epoch=on_epoch)

@@ -40,7 +40,7 @@ class Train(ArtifactTask):
     # scheduler run at most that many Train and Bottleneck tasks at once.
     resources = {"gpu": 1}
 
-    dataset_defaults = luigi.DictParameter(
+    dataset_defaults: luigi.DictParameter[dict[str, Any]] = luigi.DictParameter(
         default={}, description="the dataset's registry defaults: model and augmentation (set by the pipeline)")
     model = luigi.Parameter(default="", description="models/ builder name ('' = the dataset's default)")
     head_hidden_units = luigi.IntParameter(default=0, description="on bottleneck features: units of one hidden "
@@ -51,7 +51,8 @@ class Train(ArtifactTask):
     fine_tune_epochs = luigi.IntParameter(default=3)
     fine_tune_learning_rate = luigi.FloatParameter(default=1e-5, description="lower than the head's: the "
                                                                              "pretrained weights move little")
-    model_options = luigi.DictParameter(default={}, description="extra keyword arguments for the builder")
+    model_options: luigi.DictParameter[dict[str, Any]] = luigi.DictParameter(
+        default={}, description="extra keyword arguments for the builder")
     epochs = luigi.IntParameter(default=0, description="passes over the training split (0: the dataset's budget "
                                                         "rule, tasks/training/budget.py)")
     batch_size = luigi.IntParameter(default=0, description="the global batch (0: the dataset's)")
@@ -100,17 +101,18 @@ class Train(ArtifactTask):
     def training_plan(self) -> TrainingPlan:
         """This task's parameters (each the plan's field of the same name; mappings as plain dicts) and its
         inputs."""
+        from tasks.features.task import Bottleneck
+
         features = self.requires().get("features")
+        if features is not None and not isinstance(features, Bottleneck):
+            raise TypeError(f"{self.task_family} trains a head on a Bottleneck's features, not on "
+                            f"{features.task_family}'s")
         params = {f.name: getattr(self, f.name) for f in fields(TrainingPlan) if f.name in self.param_kwargs}
         params.update(dataset_defaults=dict(self.dataset_defaults), model_options=dict(self.model_options))
         return TrainingPlan(**params, examples_dir=self.input_dir("examples"),
-                            features_dir=features.artifact_dir if features else None,
+                            features_dir=self.input_dir("features") if features else None,
                             backbone=features.backbone if features else "",
                             backbone_spec=features.spec() if features else None)
-
-    def show_status(self, message: str) -> None:
-        if callable(self.set_status_message):  # None outside a Luigi worker
-            self.set_status_message(message)
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         from tasks.training.run import train

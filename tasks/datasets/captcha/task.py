@@ -83,7 +83,8 @@ class DecodeCaptcha(ArtifactTask):
             if required.length != self.length:
                 raise ValueError(f"DecodeCaptcha.length={self.length} but the generated captchas have "
                                  f"{required.length} letters; set GenerateCaptchas.length too")
-            return required.artifact_dir / LABELS_CSV_FILE, required.artifact_dir / IMAGES_DIR
+            folder = required.local_artifact()
+            return folder / LABELS_CSV_FILE, folder / IMAGES_DIR
         if not isinstance(required, Download):
             raise ValueError(f"DecodeCaptcha reads a captcha folder, not the output of {required.task_family}")
         root = downloaded_path(required)

@@ -88,6 +88,7 @@ class _Placement:
             if error is not None:
                 end.set_exception(error)
             else:
+                assert rows is not None, "settled with rows or an error"
                 end.set_result(rows)
 
     def rows_for(self, path: Path, index: int, count: int) -> np.ndarray | None:

@@ -75,7 +75,7 @@ class DecodeCifar(ArtifactTask):
     def build(self, out_dir: Path) -> dict[str, Any]:
         spec = self.spec
         scratch = out_dir / EXTRACT_SCRATCH_DIR
-        data = downloaded_path(self.requires()[RAW_DATA])
+        data = downloaded_path(self.upstream_task(RAW_DATA))
         top = extract_if_archive(data, scratch)
         root = resolve_root(top, spec)
         check_complete(data, top, root, spec)
@@ -106,6 +106,10 @@ class DecodeCifar(ArtifactTask):
             paths = split_batch_paths(root, spec, split)
             for done, (name, batch) in enumerate(iter_batches(paths, spec, workers=self.workers), start=1):
                 keys = encode_keys([f"{split}/{name}/{i:05d}" for i in range(len(batch.labels))])
-                writer.append(image=batch.images, label=batch.coarse_labels if coarse else batch.labels, key=keys)
+                labels = batch.labels
+                if coarse:
+                    assert batch.coarse_labels is not None, "use_coarse: the spec has coarse labels"
+                    labels = batch.coarse_labels
+                writer.append(image=batch.images, label=labels, key=keys)
                 self.report_progress(done, len(batches), f"{split}: {name}")
         return writer.rows

@@ -17,12 +17,12 @@ is ``tests/fakes/gnt.py``.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -95,7 +95,7 @@ class _BlockBuffer:
     when a single sample is larger than the block size, so memory is bounded by max(block, sample).
     """
 
-    def __init__(self, stream: BinaryIO, block_size: int) -> None:
+    def __init__(self, stream: io.RawIOBase, block_size: int) -> None:
         self._stream = stream
         self.data = bytearray(max(block_size, HEADER_SIZE))
         self.pos = 0

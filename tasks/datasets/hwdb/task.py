@@ -136,7 +136,7 @@ class DecodeHwdb(ArtifactTask):
         ``test`` sources, or found in ``data``."""
         sources = self.requires()
         if RAW_DATA in sources:
-            data = downloaded_path(sources[RAW_DATA])
+            data = downloaded_path(self.upstream_task(RAW_DATA))
             root = unpack(data, scratch / "data")
             folders = find_split_folders(root, shown_as=shown_name(root, root, data))
             return {split: (folder, shown_name(folder, root, data)) for split, folder in folders.items()}
@@ -145,7 +145,7 @@ class DecodeHwdb(ArtifactTask):
             raise ValueError(f"DecodeHwdb reads a 'data' source or 'train' and 'test' ones; missing {missing}")
         unpacked = {}
         for split in SPLITS:
-            data = downloaded_path(sources[split])
+            data = downloaded_path(self.upstream_task(split))
             folder = unpack(data, scratch / split)
             unpacked[split] = (folder, shown_name(folder, folder, data))
         return unpacked
@@ -209,7 +209,7 @@ class DecodeHwdb(ArtifactTask):
     def save_skipped(self, out_dir: Path, skipped: dict[str, int]) -> dict[str, int]:
         """``skipped.json``: test samples whose character the training set lacks, counted per character."""
         ordered = dict(sorted(skipped.items()))
-        report = {"test": {"samples": sum(ordered.values()), "characters": ordered},
+        report: dict[str, Any] = {"test": {"samples": sum(ordered.values()), "characters": ordered},
                   "reason": "character not in the training set's dictionary"}
         (out_dir / SKIPPED_FILE).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
         if ordered:

@@ -220,7 +220,7 @@ def _outer_junk(given: Path, class_root: Path) -> list[tuple[str, str]]:
     Each wrapper level is listed once; the class-folder tree itself is not walked here.
     """
     levels = class_root.relative_to(given).parts
-    junk = []
+    junk: list[tuple[str, str]] = []
     folder = given
     for depth, name in enumerate(levels):
         up = "../" * (len(levels) - depth)
@@ -543,7 +543,8 @@ def _decode_in_order(paths: Sequence[Path], options: tuple[int, int, str, int], 
                 outcomes = pending.popleft().result()
                 following = next(jobs, None)
                 if following is not None:
-                    pending.append(pool.submit(_decode_job, paths, *following, *options))
+                    start, stop = following
+                    pending.append(pool.submit(_decode_job, paths, start, stop, *options))
                 yield from _results(outcomes, on_error)
         finally:
             for future in pending:

@@ -73,7 +73,7 @@ class DecodeImages(ArtifactTask):
     def build(self, out_dir: Path) -> dict[str, Any]:
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"DecodeImages.test_fraction must be in [0, 1), got {self.test_fraction}")
-        data = downloaded_path(self.requires()[RAW_DATA])
+        data = downloaded_path(self.upstream_task(RAW_DATA))
         scratch = out_dir / EXTRACT_SCRATCH_DIR
         try:
             if data.is_dir():  # read in place: the artifact root may lie inside it (tfpipe run in the data folder)

@@ -74,7 +74,7 @@ class IdxHeader:
 class _Source:
     """One open IDX stream (the file itself, or a GzipFile over it) and how to report errors in it."""
 
-    def __init__(self, path: str, raw: BinaryIO, stream: BinaryIO, gzipped: bool) -> None:
+    def __init__(self, path: str, raw: BinaryIO, stream: BinaryIO | GzipFile, gzipped: bool) -> None:
         self.path = path
         self.raw = raw
         self.stream = stream

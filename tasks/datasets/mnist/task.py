@@ -63,14 +63,14 @@ class DecodeMnist(ArtifactTask):
     def idx_files(self) -> dict[str, Path]:
         sources = self.requires()
         if RAW_DATA in sources:
-            data = downloaded_path(sources[RAW_DATA])
+            data = downloaded_path(self.upstream_task(RAW_DATA))
             if not data.is_dir():
                 raise ValueError(f"{data}: an MNIST source must be a folder holding the four IDX files")
             return find_idx_files(data)
         missing = [role for role in FILE_STEMS if role not in sources]
         if missing:
             raise ValueError(f"DecodeMnist reads a 'data' folder or the four IDX files; missing {missing}")
-        return {role: downloaded_path(sources[role]) for role in FILE_STEMS}
+        return {role: downloaded_path(self.upstream_task(role)) for role in FILE_STEMS}
 
     def build(self, out_dir: Path) -> dict[str, Any]:
         class_names = CLASS_NAMES[self.variant]
