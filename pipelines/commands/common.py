@@ -18,6 +18,8 @@ from luigi.task_register import Register, TaskClassException
 from pipelines.registry import DATASETS
 from pipelines.stages import params_set_by_pipeline, until_choices
 from tasks.runtime.error_text import describe_error
+from tasks.store.roots import parse_root
+from tasks.store.task import ArtifactStore
 from tasks.training.cluster import ClusterError
 
 PROJECT_CONFIG = Path(__file__).resolve().parents[2] / "luigi.cfg"
@@ -47,6 +49,7 @@ def configure(args: argparse.Namespace) -> None:
     if getattr(args, "artifacts", None):
         set_config("ArtifactStore", "root", args.artifacts)
     apply_overrides(getattr(args, "set", None) or [])
+    parse_root(ArtifactStore().root)  # a root tfpipe cannot serve is refused before any command uses it
 
 
 # ---- --set Family.param=value -----------------------------------------------------------------------------
