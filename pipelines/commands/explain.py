@@ -4,11 +4,12 @@ family. Like ``status``, it never imports TensorFlow."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from pipelines.commands.common import Subparsers, add_pipeline_arguments
 from pipelines.commands.dag import artifact_tasks, top_task
 from tasks.store.artifacts import find_artifacts
-from tasks.store.task import ArtifactTask
+from tasks.store.task import ArtifactTask, opened_root
 
 NAME = "explain"
 
@@ -26,9 +27,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def earlier_artifacts(node: ArtifactTask) -> list[tuple[str, dict[str, Any]]]:
+    """The finished artifacts of ``node``'s family, newest first: folders, or on a bucket root URLs (one listing
+    of ``<stage>/<Family>-*`` and the manifests' reads)."""
+    artifacts = opened_root().artifacts
+    if artifacts is not None:
+        return artifacts.find(node.stage, node.task_family)
+    return [(str(path), manifest) for path, manifest in find_artifacts(node.artifact_root, node.stage,
+                                                                       node.task_family)]
+
+
 def explain_task(node: ArtifactTask) -> str:
     """Why a stage would run: compare its identity with the newest finished artifact of its family."""
-    previous = find_artifacts(node.artifact_root, node.stage, node.task_family)
+    previous = earlier_artifacts(node)
     if not previous:
         return "never built"
     path, manifest = previous[0]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from pipelines.commands.common import Subparsers, add_artifacts_argument
+from pipelines.commands.dag import run_log_holder
 from tasks.store.runlog import read_runs
 from tasks.store.task import ArtifactStore
 
@@ -22,7 +22,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    runs = read_runs(Path(ArtifactStore().root), args.name)
+    runs = read_runs(run_log_holder(), args.name)
     if not runs:  # a misspelt name must not look like an empty history
         raise ValueError(f"no recorded runs of {args.name!r} under {ArtifactStore().root}")
     if args.json:

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from tasks.export.files import (
     STAGING_PREFIX,
 )
 from tasks.store.layout import PUBLISHED_DIR
-from tasks.store.task import ArtifactTask
+from tasks.store.task import ArtifactTask, opened_root
 
 
 class PublishGate(luigi.Config):
@@ -110,32 +111,51 @@ class Publish(ArtifactTask):
         return name
 
     def build(self, out_dir: Path) -> dict[str, Any]:
-        import fcntl
-
         metrics = json.loads((self.input_dir("evaluation") / METRICS_FILE).read_text())
         if self.dataset_metric not in metrics:
             raise ValueError(f"{self.input_dir('evaluation')}: {METRICS_FILE} has no {self.dataset_metric!r}")
         value = float(metrics[self.dataset_metric])
+        health = metrics.get(HEALTH_KEY)
+
+        def judge(current: float | None) -> str:
+            return gate(value, current, tolerance=self.tolerance, floor=self.floor, health=health)
+
+        artifacts = opened_root().artifacts
+        if artifacts is None:
+            decision = self.publish_locally(value, judge)
+        else:  # a bucket root: versions and current are objects there (tasks/export/publish_bucket.py)
+            from tasks.export.publish_bucket import publish
+
+            frozen = self.upstream_task("frozen")
+            decision = publish(artifacts.bucket, self.published_name(), self.input_dir("frozen"), judge=judge,
+                               record={"metric": self.dataset_metric, "value": value,
+                                       "freeze_artifact": artifacts.prefix(frozen.identity)})
+        decision = {"name": self.published_name(), "metric": self.dataset_metric, "value": value, **decision}
+        (out_dir / PUBLISH_RECORD_FILE).write_text(json.dumps(decision, indent=2, sort_keys=True))
+        notice = (f"published {decision['name']} version {decision['published_version']} "
+                  f"({self.dataset_metric} {value:.4f})"
+                  if decision["published"] else f"not published: {decision['reason']}")
+        return {**{k: v for k, v in decision.items() if k != "name"}, "published_name": decision["name"],
+                "notices": [notice]}
+
+    def publish_locally(self, value: float, judge: Callable[[float | None], str]) -> dict[str, Any]:
+        """``published/<name>/<version>/`` and the ``current`` symlink under the local root, one publisher of a
+        name at a time (an flock)."""
+        import fcntl
+
         root = published_root(self.artifact_root, self.published_name())
         root.mkdir(parents=True, exist_ok=True)
         with open(root / PUBLISH_LOCK_FILE, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one publisher of this name at a time
             current = current_version(root)
-            reason = gate(value, current[1]["value"] if current else None, tolerance=self.tolerance,
-                          floor=self.floor, health=metrics.get(HEALTH_KEY))
-            decision: dict[str, Any] = {"name": self.published_name(), "metric": self.dataset_metric, "value": value,
-                                        "current_version": current[0] if current else None,
+            reason = judge(current[1]["value"] if current else None)
+            decision: dict[str, Any] = {"current_version": current[0] if current else None,
                                         "current_value": current[1]["value"] if current else None}
             if reason:
                 decision.update(published=False, reason=reason)
             else:
                 decision.update(published=True, published_version=self.promote(root, value))
-        (out_dir / PUBLISH_RECORD_FILE).write_text(json.dumps(decision, indent=2, sort_keys=True))
-        notice = (f"published {decision['name']} version {decision['published_version']} "
-                  f"({self.dataset_metric} {value:.4f})"
-                  if decision["published"] else f"not published: {reason}")
-        return {**{k: v for k, v in decision.items() if k != "name"}, "published_name": decision["name"],
-                "notices": [notice]}
+        return decision
 
     def promote(self, root: Path, value: float) -> int:
         version = (versions(root) or [0])[-1] + 1

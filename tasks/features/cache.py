@@ -9,6 +9,9 @@ by one extraction run: ``<pack>.features.npy`` (N, D) float32, then ``<pack>.key
 digests. Each file is written to a temporary name and renamed into place, keys last, and a reader only
 counts packs whose keys file exists: concurrent workers never see or leave a half-written entry, and two
 workers computing the same image write two packs holding the same vector (harmless; ``compact`` keeps one).
+
+On a bucket root the packs are shared through the bucket, at the same path below it (tasks/features/
+bucket_packs.py): a host's cache is its mirror's folder, filled from the bucket before an extraction.
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ class FeatureCache:
                 for row, key in enumerate(keys.tolist()):
                     self._index.setdefault(key.ljust(DIGEST_BYTES, b"\0"), (pack, row))
         return self._index
+
+    def forget_index(self) -> None:
+        """Read the packs afresh on the next lookup (packs were added from outside: another host's, fetched)."""
+        self._index = None
 
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(found mask (N,), features of the found rows in order, or None when none is found)."""

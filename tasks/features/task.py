@@ -4,8 +4,9 @@ Switched on by the pipeline parameter ``backbone`` (``tfpipe run ... --backbone 
 reads the TFRecord shards and provides ``features``: per split ``<split>.features.npy`` (N, D) float32,
 ``<split>.labels.npy`` and ``<split>.keys.npy`` (content keys), and for ``feature_views = K > 0`` the K
 augmented views of the training split (``train.view<k>.features.npy``). Every vector comes from the
-content-addressed cache under the artifact root when it is there (tasks/features/cache.py); the
-manifest and the run's summary say how many were computed and how many reused.
+content-addressed cache under the artifact root when it is there (tasks/features/cache.py; on a bucket root
+shared through the bucket, tasks/features/bucket_packs.py); the manifest and the run's summary say how many
+were computed and how many reused.
 
 A ``.keras`` or freeze backbone is fed tfpipe's [0, 1] pixels scaled to the range its network takes
 (``input_range``: given, or read from its leading Rescaling/Normalization layer); ``features.json`` and the
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import luigi
 import numpy as np
@@ -35,7 +36,10 @@ from tasks.features.cache import FeatureCache, cache_root, namespace, packs_used
 from tasks.features.files import FEATURES_INFO_FILE, FEATURES_SUFFIX, KEYS_SUFFIX, LABELS_SUFFIX
 from tasks.formats.dataset_info import DatasetInfo
 from tasks.formats.files import LABELS_FILE
-from tasks.store.task import ArtifactTask
+from tasks.store.task import ArtifactTask, opened_root
+
+if TYPE_CHECKING:
+    from tasks.features.bucket_packs import BucketPacks
 
 # Pixels fed unscaled: [0, 1] as they are, or the kind's own
 # preprocessing (models.backbones.UNIT_RANGE, OWN_PREPROCESSING). Features fed so stay in their old cache.
@@ -93,6 +97,15 @@ class Bottleneck(ArtifactTask):
         digest = self.identity.upstream["source:backbone"]
         return FeatureCache(cache_root(self.artifact_root) / namespace(digest, preprocessing))
 
+    def shared_packs(self) -> BucketPacks | None:
+        """On a bucket root, the packs every host shares through it (tasks/features/bucket_packs.py)."""
+        bucket = opened_root().bucket
+        if bucket is None:
+            return None
+        from tasks.features.bucket_packs import BucketPacks
+
+        return BucketPacks(bucket)
+
     def augmentation(self) -> dict[str, Any]:
         return dict(self.dataset_augmentation)  # AugmentConfig's keys; absent ones keep its defaults (off)
 
@@ -116,8 +129,12 @@ class Bottleneck(ArtifactTask):
         done_before = 0
         summary: dict[str, dict[str, int]] = {}
         used: set[str] = set()
+        shared = self.shared_packs()
         for split, view in jobs:
             cache = self.cache_for(info, view, pixel_range.name)
+            if shared is not None:
+                self.show_status(f"{split}: fetching cached features from the bucket")
+                shared.fetch(cache)
 
             def progress(n: int, base: int = done_before, s: str = split) -> None:
                 self.report_progress(base + n, total, f"{s}: {n}")
@@ -134,7 +151,11 @@ class Bottleneck(ArtifactTask):
             np.save(out_dir / f"{name}{LABELS_SUFFIX}", labels, allow_pickle=False)
             np.save(out_dir / f"{name}{KEYS_SUFFIX}", np.asarray(keys, dtype="S32"), allow_pickle=False)
             summary[name] = {"computed": counts.computed, "reused": counts.reused}
-            used.update(f"{cache.directory.name}/{pack}" for pack in packs_used(cache, keys))
+            packs = packs_used(cache, keys)
+            if shared is not None:  # before the commit: every pack the manifest names is on the bucket
+                self.show_status(f"{split}: uploading cached features to the bucket")
+                shared.publish(cache, packs)
+            used.update(f"{cache.directory.name}/{pack}" for pack in packs)
         shutil.copy(shards / LABELS_FILE, out_dir / LABELS_FILE)
         info.save(out_dir)
         description = {"feature_dim": feature_width(model), "views": self.feature_views, "backbone": self.backbone,

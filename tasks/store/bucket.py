@@ -10,9 +10,12 @@ be let in raises `BucketError`: one line naming the root, the endpoint and the p
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +31,14 @@ PRECONDITION_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 class BucketError(OSError):
     """The bucket cannot be used: unreachable, credentials refused, no such bucket."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object of a listing: its size in bytes and when it was last written (POSIX time; 0 when unknown)."""
+
+    size: int
+    modified: float
 
 
 class Bucket:
@@ -146,7 +157,7 @@ class Bucket:
         local.parent.mkdir(parents=True, exist_ok=True)
         self.call(f"download {relative}", lambda: self.fs.get_file(self.path(relative), str(local)))
 
-    def list(self, relative: str) -> list[str]:
+    def list(self, relative: str) -> builtins.list[str]:
         """Every object below ``relative`` (recursively), as paths relative to the root."""
         base = self.path(relative).rstrip("/")
         try:
@@ -156,7 +167,21 @@ class Bucket:
         root = self.path("").rstrip("/") + "/"
         return sorted(p[len(root):] for p in found if p.startswith(root))
 
-    def delete(self, relatives: list[str]) -> None:
+    def entries(self, relative: str = "", starting: str = "") -> dict[str, ObjectInfo]:
+        """Every object below ``relative`` (recursively) whose name there starts with ``starting``, with its size
+        and last-modified time, by paths relative to the root: one listing request per 1,000 objects."""
+        base = self.path(relative).rstrip("/")
+        try:
+            found = self.call(f"list {relative or 'the root'}",
+                              lambda: self.fs.find(base, prefix=starting, detail=True))
+        except FileNotFoundError:
+            return {}
+        root = self.path("").rstrip("/") + "/"
+        return {name[len(root):]: ObjectInfo(int(info.get("size") or 0), _timestamp(info.get("LastModified")))
+                for name, info in sorted(found.items())
+                if name.startswith(root) and info.get("type", "file") == "file"}
+
+    def delete(self, relatives: builtins.list[str]) -> None:
         if relatives:
             self.call(f"delete {len(relatives)} object(s)", lambda: self.fs.rm([self.path(r) for r in relatives]))
 
@@ -164,7 +189,7 @@ class Bucket:
         return self.path(relative)[len(self.location.bucket) + 1:]
 
     @contextmanager
-    def counting(self) -> Iterator[list[int]]:
+    def counting(self) -> Iterator[builtins.list[int]]:
         """``with bucket.counting() as made:`` ... ``made[0]`` is the number of requests made inside."""
         made = [0]
         before = self.requests
@@ -172,6 +197,16 @@ class Bucket:
             yield made
         finally:
             made[0] = self.requests - before
+
+
+def _timestamp(value: Any) -> float:
+    """A listing's LastModified (a datetime, or ISO text from some servers) as POSIX time; 0 when unknown."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _read_body(fs: Any, body: Any) -> bytes:

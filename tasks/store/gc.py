@@ -4,7 +4,8 @@ Kept: the artifacts of the last N recorded runs of each pipeline (``runs/<name>.
 of every published version, everything a live lease names (runs in progress), and every artifact those read,
 transitively (manifest ``upstream`` keys). Removed: every other artifact directory, stale temporary build
 directories, and feature-cache packs no kept bottleneck artifact used (not while a run holds a lease: its
-new packs are not recorded yet). Published versions are never removed.
+new packs are not recorded yet). Published versions are never removed. A bucket root has its own
+(tasks/store/bucket_gc.py): the same policy over one listing of the root.
 """
 
 from __future__ import annotations

@@ -103,6 +103,19 @@ class BucketArtifacts:
         self.committed[prefix] = manifest
         return manifest
 
+    def find(self, stage: str, family: str) -> list[tuple[str, dict[str, Any]]]:
+        """The committed artifacts of one family (any key), newest first, as (URL, manifest): for ``tfpipe
+        explain``. One listing of ``<stage>/<family>-*``, then one read per manifest not seen yet."""
+        found = []
+        for relative in self.bucket.entries(stage, starting=f"{family}-"):
+            parts = relative.split("/")
+            if len(parts) == 3 and parts[2] == MANIFEST_NAME:
+                manifest = self._read_manifest(f"{parts[0]}/{parts[1]}")
+                if manifest is not None and manifest.get("family") == family:
+                    found.append((self.bucket.url(f"{parts[0]}/{parts[1]}"), manifest))
+        found.sort(key=lambda item: item[1].get("finished_at", ""), reverse=True)
+        return found
+
     def forget(self, prefixes: list[str]) -> None:
         for prefix in prefixes:
             self.committed.pop(prefix, None)

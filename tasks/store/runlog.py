@@ -110,7 +110,7 @@ def leased_directories(root: Path | Bucket, now: float | None = None) -> set[Pat
     """The directories live leases name (stale leases of dead local runs are ignored). On a bucket: the
     artifact paths relative to the root, as Paths."""
     if not isinstance(root, Path | str):
-        return _bucket_leases(root, now)
+        return bucket_leases(root, now)
     folder = Path(root) / LEASES_DIR
     held: set[Path] = set()
     if not folder.is_dir():
@@ -130,9 +130,11 @@ def leased_directories(root: Path | Bucket, now: float | None = None) -> set[Pat
     return held
 
 
-def _bucket_leases(bucket: Bucket, now: float | None) -> set[Path]:
+def bucket_leases(bucket: Bucket, now: float | None = None, objects: Sequence[str] | None = None) -> set[Path]:
+    """What the live leases on ``bucket`` name; ``objects``: the lease objects, when a listing already found them
+    (``tfpipe gc`` lists the whole root once)."""
     held: set[Path] = set()
-    for relative in bucket.list(LEASES_DIR):
+    for relative in bucket.list(LEASES_DIR) if objects is None else objects:
         parts = relative.rsplit("/", 1)[-1].split(".")
         try:
             record = json.loads(bucket.read(relative) or b"")

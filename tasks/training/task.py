@@ -15,7 +15,7 @@ from typing import Any
 
 import luigi
 
-from tasks.store.task import ArtifactTask
+from tasks.store.task import ArtifactTask, opened_root
 from tasks.training.budget import CLASS_WEIGHTING
 from tasks.training.files import MODEL_FILE as MODEL_FILE  # where the trained model is (read by later stages)
 from tasks.training.files import WORK_DIR
@@ -93,9 +93,16 @@ class Train(ArtifactTask):
         return self.artifact_root / self.stage / WORK_DIR / f"{self.task_family}-{self.artifact_key}"
 
     def rendezvous(self) -> Path:
-        """Where the members of a cluster strategy meet (tasks/training/cluster.py)."""
+        """Where the members of a cluster strategy meet (tasks/training/cluster.py): a folder every member's host
+        shares, so not on a bucket root, whose hosts each have their own mirror."""
         from tasks.training.cluster import rendezvous_dir
+        from tasks.training.strategies import is_cluster_strategy
 
+        root = opened_root()
+        if root.bucket is not None and is_cluster_strategy(self.strategy):
+            raise ValueError(f"Train.strategy={self.strategy} meets its cluster in a shared folder of the artifact "
+                             f"root; {root.location.url} is a bucket: use a shared local root (NFS) for cluster "
+                             "training, or strategy default/mirrored")
         return rendezvous_dir(self.artifact_root, f"{self.task_family}-{self.artifact_key}")
 
     def training_plan(self) -> TrainingPlan:

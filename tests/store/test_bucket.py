@@ -13,7 +13,7 @@ import pytest
 
 from pipelines import cli
 from tasks.store import artifacts as store
-from tasks.store.bucket import Bucket, BucketError
+from tasks.store.bucket import Bucket
 from tasks.store.mirror import UPLOAD_FIELD, BucketArtifacts, NotBuiltError
 from tasks.store.opened import forget_opened, open_root
 from tasks.store.roots import parse_root
@@ -175,3 +175,13 @@ def test_a_whole_pipeline_on_a_bucket_then_a_no_op_rerun_and_status_in_few_reque
         assert seconds < 10, f"{command[0]} took {seconds:.1f} s"
     assert not (tmp_path / "other-host" / "tfpipe" / "s3" / bucket_env.bucket / "pipeline" / "train").exists(), \
         "a completion check downloads nothing"
+
+
+def test_cluster_training_is_refused_on_a_bucket_root(bucket_env: Any, luigi_config: Any) -> None:
+    """Its members meet in a folder all their hosts share; on a bucket each host has its own mirror."""
+    from tasks.training.task import Train
+
+    luigi_config.set("ArtifactStore", "root", f"s3://{bucket_env.bucket}/cluster")
+    with pytest.raises(ValueError, match="is a bucket: use a shared local root"):
+        Train(strategy="multi_worker").rendezvous()
+    assert Train(strategy="default").rendezvous().name.startswith("Train-")
