@@ -151,6 +151,9 @@ def test_head_on_features_freezes_with_the_backbone_and_predicts(photos: Path, t
     assert len(lines) == len(jpegs) and all(any(c in line for c in ("disc", "square", "triangle")) for line in lines)
 
 
+@pytest.mark.slow  # two whole pipelines (~18 s). In the default suite: a freeze directory as a backbone, with a head,
+# saved and exported (tests/models/test_backbones.py::test_backbone_with_a_head_saves_loads_and_exports[freeze-*],
+# test_freeze_directory_features_use_its_image_shape), and this pipeline end to end with a backbone (head_on_features)
 def test_a_freeze_directory_is_another_pipelines_backbone(photos: Path, tmp_path: Path, luigi_config) -> None:
     first_root = tmp_path / "first"
     assert cli.main(["run", "images", "--source", str(photos), "--artifacts", str(first_root), *SIZE, *TINY_TRAIN,
@@ -169,6 +172,9 @@ def test_a_freeze_directory_is_another_pipelines_backbone(photos: Path, tmp_path
     assert manifest_of(stage_dirs(root, "freeze")[0])["max_abs_diff"] <= 1e-5
 
 
+@pytest.mark.slow  # the pipeline again with another backbone kind. In the default suite: a graph backbone with a
+# head, saved and exported (tests/models/test_backbones.py::test_backbone_with_a_head_saves_loads_and_exports[graph-*],
+# test_graph_features_are_the_graphs_own_on_the_same_jpeg_bytes), and this pipeline end to end (head_on_features)
 def test_the_seeds_frozen_graph_form_end_to_end(photos: Path, tmp_path: Path, luigi_config) -> None:
     """A .pb with the 2015 Inception-v3 tensor names (DecodeJpeg/contents:0 -> pool_3/_reshape:0) and legacy
     BatchNormWithGlobalNormalization nodes: features, head, one frozen model."""
@@ -213,6 +219,10 @@ def test_fine_tuning_unfreezes_the_top_layers_after_the_head(photos: Path, tmp_p
     assert not np.allclose(tuned_conv, conv)  # the backbone moved: it was trained end to end
 
 
+@pytest.mark.slow  # four processes (~13 s). In the default suite: a pack a kill cut short does not count
+# (tests/features/test_feature_cache.py::test_a_pack_without_its_keys_file_does_not_count), two extractions into
+# one cache leave valid entries (test_two_processes_extracting_into_one_cache_leave_valid_entries), and a killed
+# stage's rerun equals an uninterrupted one (tests/reliability/test_faults.py)
 def test_kill_9_during_extraction_then_a_rerun_gives_the_same_features(tmp_path: Path) -> None:
     import signal
     import time

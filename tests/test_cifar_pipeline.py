@@ -191,6 +191,9 @@ def comparable(manifest: dict) -> dict:
     return {k: v for k, v in manifest.items() if k not in ("started_at", "finished_at", "seconds", "libraries")}
 
 
+@pytest.mark.slow  # the same as the default suite's fault injection on CIFAR-10's data stages: kill -9 mid-stage,
+# rerun, files equal to an uninterrupted run's (tests/reliability/test_faults.py::
+# test_fault_then_rerun_rebuilds_the_reference[cifar10-imagedirs-pre_commit], [cifar10-decode-mid_write], ...)
 def test_kill_9_mid_stage_then_rerun_matches_uninterrupted(tmp_path: Path) -> None:
     archive, _ = make_archive(tmp_path / "src", n_train=6000, n_test=500)
     args = ["run", "cifar10", "--source", str(archive), "--until", "tfrecords"]

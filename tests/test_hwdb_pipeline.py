@@ -212,7 +212,7 @@ def test_end_to_end_trains_a_useful_model_and_predicts_characters(
     root = tmp_path / "artifacts"
     started = time.monotonic()
     code = cli.main(["run", "hwdb", "--source", str(fake.root), "--artifacts", str(root),
-                     "--set", "DecodeHwdb.image_size=32", "--set", "Train.epochs=8", "--set", "Train.batch_size=32"])
+                     "--set", "DecodeHwdb.image_size=32", "--set", "Train.epochs=4", "--set", "Train.batch_size=32"])
     seconds = time.monotonic() - started
     assert code == 0
     [evaluation] = stage_dirs(root, "evaluate")

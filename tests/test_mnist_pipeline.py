@@ -73,6 +73,8 @@ def test_mnist_from_loopback_trains_well_above_chance(model: str, mirrored, tmp_
     assert trained["model"] == model
 
 
+@pytest.mark.slow  # the mnist pipeline trained again, on its other dataset. In the default suite: mnist end to end
+# (above), and this folder's decoding (test_fashion_mnist_decodes_a_folder_of_plain_idx_files, below)
 def test_fashion_mnist_from_a_folder_of_plain_idx_files(tmp_path: Path, luigi_config) -> None:
     fake = write_fake_mnist(tmp_path / "fashion", n_train=500, n_test=150, gzip=False, fashion=True, seed=2)
     root = tmp_path / "artifacts"
@@ -83,6 +85,18 @@ def test_fashion_mnist_from_a_folder_of_plain_idx_files(tmp_path: Path, luigi_co
     np.testing.assert_array_equal(load_split(decoded, "train")["label"], fake["train_labels"])
     metrics = json.loads((stage_dirs(root, "evaluate")[0] / "metrics.json").read_text())
     assert metrics["top1_accuracy"] > 0.5
+
+
+def test_fashion_mnist_decodes_a_folder_of_plain_idx_files(tmp_path: Path, luigi_config) -> None:
+    """The decoding the slow test above checks, without training: Fashion-MNIST's class names and labels from a
+    folder of plain (not gzipped) IDX files."""
+    fake = write_fake_mnist(tmp_path / "fashion", n_train=500, n_test=150, gzip=False, fashion=True, seed=2)
+    root = tmp_path / "artifacts"
+    assert cli.main(["run", "fashion_mnist", "--source", str(tmp_path / "fashion"), "--artifacts", str(root),
+                     "--until", "decode"]) == 0
+    [decoded] = stage_dirs(root, "decode")
+    assert (decoded / "labels.txt").read_text().splitlines()[9] == "9:Ankle boot"
+    np.testing.assert_array_equal(load_split(decoded, "train")["label"], fake["train_labels"])
 
 
 def rewrite_gzip(path: Path, change) -> None:  # noqa: ANN001 - a bytes -> bytes function

@@ -8,6 +8,11 @@ copied to the next integer version (a SavedModel directory: ``saved_model.pb`` a
 frozen graph beside it, so TF Serving's ``model_base_path`` can point at ``published/<name>/``) and
 ``current`` is pointed at it, replaced atomically. A refused model is kept where it is; this stage's
 artifact says why, and ``tfpipe run`` exits with ``[PublishGate] refused_exit_code``.
+
+On a bucket root (``s3://bucket/prefix``) the versions and ``current`` are objects on the bucket, written by
+tasks/export/publish_bucket.py (numbers claimed by a conditional create, ``saved_model.pb`` uploaded last,
+``current`` a ``{"version": N}`` object moved by a conditional write); nothing is published in the host's
+mirror. The gate is the same, against the bucket's current version's record.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ T = TypeVar("T")
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 120
 MAX_ATTEMPTS = 3
+TRANSFER_BATCH = 32  # files in flight at once in upload_many / download_many
+MULTIPART_CHUNK = 8 * 2**20  # a file of two chunks or more goes up in parts, 10 at once (as boto3's transfers do)
 PRECONDITION_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 
@@ -112,9 +114,10 @@ class Bucket:
 
     # ---- objects -------------------------------------------------------------------------------------------
     def read(self, relative: str) -> bytes | None:
-        """The object's bytes, or None when there is none."""
+        """The object's bytes, or None when there is none: one GET (s3fs would first HEAD it for its size, to
+        split a large object into concurrent ranges; the objects read whole here are small)."""
         try:
-            return self.call(f"read {relative}", lambda: self.fs.cat_file(self.path(relative)))
+            return self.call(f"read {relative}", lambda: self.fs.cat_file(self.path(relative), max_concurrency=1))
         except FileNotFoundError:
             return None
 
@@ -157,6 +160,22 @@ class Bucket:
         local.parent.mkdir(parents=True, exist_ok=True)
         self.call(f"download {relative}", lambda: self.fs.get_file(self.path(relative), str(local)))
 
+    def upload_many(self, pairs: builtins.list[tuple[Path, str]]) -> None:
+        """Upload ``(local file, relative path)`` pairs, many at once (s3fs runs them concurrently)."""
+        if pairs:
+            self.call(f"upload {len(pairs)} file(s)", lambda: self.fs.put(
+                [str(local) for local, _ in pairs], [self.path(relative) for _, relative in pairs],
+                batch_size=TRANSFER_BATCH, chunksize=MULTIPART_CHUNK))
+
+    def download_many(self, pairs: builtins.list[tuple[str, Path]]) -> None:
+        """Download ``(relative path, local file)`` pairs, many at once."""
+        for _, local in pairs:
+            local.parent.mkdir(parents=True, exist_ok=True)
+        if pairs:
+            self.call(f"download {len(pairs)} file(s)", lambda: self.fs.get(
+                [self.path(relative) for relative, _ in pairs], [str(local) for _, local in pairs],
+                batch_size=TRANSFER_BATCH))
+
     def list(self, relative: str) -> builtins.list[str]:
         """Every object below ``relative`` (recursively), as paths relative to the root."""
         base = self.path(relative).rstrip("/")
@@ -170,10 +189,11 @@ class Bucket:
     def entries(self, relative: str = "", starting: str = "") -> dict[str, ObjectInfo]:
         """Every object below ``relative`` (recursively) whose name there starts with ``starting``, with its size
         and last-modified time, by paths relative to the root: one listing request per 1,000 objects."""
-        base = self.path(relative).rstrip("/")
+        stem = self._key(relative).rstrip("/")
+        stem = (f"{stem}/" if stem else "") + starting  # listed from the bucket: one request even when empty
         try:
             found = self.call(f"list {relative or 'the root'}",
-                              lambda: self.fs.find(base, prefix=starting, detail=True))
+                              lambda: self.fs.find(self.location.bucket, prefix=stem, detail=True))
         except FileNotFoundError:
             return {}
         root = self.path("").rstrip("/") + "/"

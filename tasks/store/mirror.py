@@ -129,10 +129,9 @@ class BucketArtifacts:
             raise NotBuiltError(f"{local}: no {MANIFEST_NAME} to push")
         upload = f"{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         prefix = self.prefix(identity)
-        uploaded = []
-        for relative in sorted(manifest.get("files", {})):
-            self.bucket.upload(local / relative, f"{prefix}/{upload}/{relative}")
-            uploaded.append(f"{prefix}/{upload}/{relative}")
+        pairs = [(local / relative, f"{prefix}/{upload}/{relative}") for relative in sorted(manifest.get("files", {}))]
+        uploaded = [relative for _, relative in pairs]
+        self.bucket.upload_many(pairs)
         committed = {**manifest, UPLOAD_FIELD: upload}
         if self.bucket.create(f"{prefix}/{MANIFEST_NAME}", _manifest_bytes(committed)):
             _write_manifest(local, committed)
@@ -164,9 +163,11 @@ class BucketArtifacts:
         final.parent.mkdir(parents=True, exist_ok=True)
         temp = final.parent / f"{TEMP_PREFIX}{final.name}.{host_name()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         try:
-            for relative, entry in sorted(manifest.get("files", {}).items()):
+            files = sorted(manifest.get("files", {}).items())
+            source = f"{self.prefix(identity)}/{manifest[UPLOAD_FIELD]}"
+            self.bucket.download_many([(f"{source}/{relative}", temp / relative) for relative, _ in files])
+            for relative, entry in files:
                 target = temp / relative
-                self.bucket.download(f"{self.prefix(identity)}/{manifest[UPLOAD_FIELD]}/{relative}", target)
                 if target.stat().st_size != entry["size"] or sha256_file(target) != entry["sha256"]:
                     raise OSError(f"{self.url(identity)}/{manifest[UPLOAD_FIELD]}/{relative}: its bytes differ "
                                   f"from the manifest's sha256")

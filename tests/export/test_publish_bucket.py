@@ -270,6 +270,12 @@ def test_a_published_version_is_fetched_verified_and_reused(s3: Any, tmp_path: P
         fetch_model(f"s3://{s3.bucket}/fetch/published/{name}/1", str(tmp_path / "other-cache"))
     assert not (tmp_path / "other-cache" / "s3" / s3.bucket / "fetch" / "published" / name / "1").exists()
 
+    # A version copied as it is (a local publish.json: no file list) is fetched as listed.
+    for relative, data in {"saved_model.pb": b"g", "labels.txt": b"0:a\n", "publish.json": b'{"version": 3}'}.items():
+        s3.client().put_object(Bucket=s3.bucket, Key=f"fetch/published/{name}/3/{relative}", Body=data)
+    copied = fetch_model(f"s3://{s3.bucket}/fetch/published/{name}/3", str(cache))
+    assert sorted(p.name for p in copied.iterdir()) == ["labels.txt", "publish.json", "saved_model.pb"]
+
     # A version whose saved_model.pb is not there (yet) is not taken.
     bucket.create(record_object(name, 2), json.dumps({"version": 2, "value": 1.0, "files": {
         "saved_model.pb": {"size": 1, "sha256": "0" * 64}}}).encode())
@@ -369,11 +375,13 @@ def test_predict_from_a_version_and_a_freeze_artifact_url(trained: dict[str, Any
     # Another host: its own empty cache.
     monkeypatch.setenv("XDG_CACHE_HOME", str(trained["base"] / "other-host"))
     expected = _predict(f"{trained['root']}/published/images/1", images, capsys)
-    model_url = next(line.split(": ", 1)[1] for line in trained["out"].splitlines() if line.startswith("model: "))
-    assert model_url.startswith(f"{trained['root']}/freeze/Freeze-")
-    assert _predict(model_url, images, capsys) == expected, "the model URL tfpipe run printed"
-    freeze_url = "/".join(model_url.split("/")[:-1])
+    bucket = Bucket(parse_root(trained["root"]))
+    freeze = json.loads(bucket.read(record_object("images", 1)) or b"")["freeze_artifact"]
+    manifest = json.loads(bucket.read(f"{freeze}/MANIFEST.json") or b"")
+    freeze_url = f"{trained['root']}/{freeze}"
     assert _predict(freeze_url, images, capsys) == expected
+    # With its upload folder: the ``model:`` URL ``tfpipe run`` prints for a run that ends at freeze.
+    assert _predict(f"{freeze_url}/{manifest['upload']}", images, capsys) == expected
 
 
 @pytest.mark.slow

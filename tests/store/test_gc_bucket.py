@@ -5,11 +5,9 @@ unused feature packs, in a handful of requests."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -55,7 +53,7 @@ def two_runs(s3_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     bucket = f"tfpipe-gc-{uuid.uuid4().hex[:10]}"
     s3_server.make_bucket(bucket)
     root = f"s3://{bucket}/g"
-    with pytest.MonkeyPatch.context() as patch, isolated_luigi_config(Path(root)):
+    with pytest.MonkeyPatch.context() as patch, isolated_luigi_config(root):  # type: ignore[arg-type]
         for name, value in s3_server.env.items():
             patch.setenv(name, value)
         patch.setenv("XDG_CACHE_HOME", str(base / "host-cache"))
@@ -98,8 +96,9 @@ def test_gc_keeps_the_last_run_and_sweeps_the_rest_in_a_few_requests(
     assert cli.main(["gc", "--keep", "1", "--dry-run", "--artifacts", root]) == 0
     dry = capsys.readouterr().out
     assert _objects(server, bucket, "g/") == before, "a dry run removes nothing"
+    assert dry.startswith("would remove") and "would free" in dry
     for prefix in two_runs.first:
-        assert f"would remove" in dry and f"{root}/{prefix} (artifact" in dry, dry
+        assert f"{root}/{prefix} (artifact" in dry, dry
     assert f"{root}/{kept_tfrecords}/dead-upload (stray upload" in dry
     assert "DecodeCaptcha-0123456789ab" not in dry, "younger than the grace period: maybe an upload in progress"
 
@@ -115,7 +114,7 @@ def test_gc_keeps_the_last_run_and_sweeps_the_rest_in_a_few_requests(
             and "/dead-upload/" not in o] == [o for o in after if not o.startswith("runs/")]
     # One listing, one run record, the four kept manifests, two batches of deletions (and the bucket check).
     requests = int(out.strip().splitlines()[-1].split(" request(s)")[0].rsplit(" ", 1)[-1])
-    assert requests <= 10, out
+    assert requests == 8, out
     artifacts = open_root(root).artifacts
     assert artifacts is not None and not two_runs.first & set(artifacts.committed), "removed commits forgotten"
 
@@ -190,5 +189,5 @@ def test_gc_keeps_published_leased_and_upstream_artifacts_and_the_packs_they_use
 def test_gc_leaves_a_bucket_without_runs_alone(bucket_env: Any, capsys: pytest.CaptureFixture[str]) -> None:
     root = f"s3://{bucket_env.bucket}/empty"
     assert cli.main(["gc", "--keep", "2", "--artifacts", root]) == 0
-    assert "freed 0.0 MiB in 0 object(s)" in capsys.readouterr().out
-    assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1")
+    out = capsys.readouterr().out
+    assert "freed 0.0 MiB in 0 object(s)" in out and "; 2 request(s)" in out, "the bucket check and one listing"
