@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--count", type=int, default=1000, help="captchas in the pipeline runs")
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--skip-transfers", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
@@ -142,8 +143,9 @@ def main() -> None:
             os.environ.update(server.env)
             server.make_bucket("bench")
             report: dict[str, object] = {"repeats": args.repeats}
-            report["small files (2,000 x 4 KB)"] = transfer_times(work, "small", 2000, 4096, args.repeats)
-            report["large files (8 x 32 MB)"] = transfer_times(work, "large", 8, 32 * 2**20, args.repeats)
+            if not args.skip_transfers:
+                report["small files (2,000 x 4 KB)"] = transfer_times(work, "small", 2000, 4096, args.repeats)
+                report["large files (8 x 32 MB)"] = transfer_times(work, "large", 8, 32 * 2**20, args.repeats)
             if not args.skip_pipeline:
                 report[f"captcha pipeline ({args.count} captchas, 2 epochs), seconds"] = pipeline_times(
                     server, work, args.count, args.repeats)

@@ -269,6 +269,10 @@ def rescaling_backbone(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # the pipeline again with a 15-epoch head. In the default suite: the range detected and fed, the
+# composed model keeping it (tests/models/test_input_range.py::
+# test_the_backbone_feeds_the_detected_range_and_the_composed_model_keeps_it), this backbone's features fed 0-255
+# by the stage (test_the_same_backbone_fed_0_1_fails_on_constant_features), the pipeline end to end (head_on_features)
 def test_a_backbone_that_rescales_its_own_pixels_is_fed_0_255_and_its_head_learns(
         photos: Path, tmp_path: Path, luigi_config) -> None:
     from tasks.features.extract import MIN_FEATURE_SPREAD, feature_spread
