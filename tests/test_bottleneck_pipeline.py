@@ -188,6 +188,9 @@ def test_the_seeds_frozen_graph_form_end_to_end(photos: Path, tmp_path: Path, lu
     assert manifest_of(stage_dirs(root, "freeze")[0])["max_abs_diff"] <= 1e-5
 
 
+@pytest.mark.slow  # the stage again with another backbone kind. In the default suite: a Keras application's
+# features (tests/models/test_backbones.py::test_keras_application_features_are_the_applications_own), with a
+# weights file and a head, exported (test_backbone_with_a_head_saves_loads_and_exports[keras-*])
 def test_a_keras_application_with_a_weights_file(photos: Path, tmp_path: Path, luigi_config) -> None:
     from tests.fakes.backbones import save_application_weights
 

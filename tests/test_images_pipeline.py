@@ -185,12 +185,8 @@ def test_status_rehashes_only_what_changed(tmp_path: Path, luigi_config, monkeyp
     assert "to-do  decode" in capsys.readouterr().out
 
 
-def test_images_default_model_trains_above_chance(tmp_path: Path, luigi_config) -> None:
-    folder = tmp_path / "shapes"
-    write_class_folder(folder, {"disc": 60, "square": 60, "triangle": 60}, size=(72, 54), seed=4)
-    root = tmp_path / "artifacts"
-    assert run("run", "images", "--source", str(folder), "--artifacts", str(root), "--set", "Train.epochs=4",
-               "--set", "Train.batch_size=32", "--set", "DecodeImages.test_fraction=0.25") == 0
+def test_images_default_model_trains_above_chance(images_published_run: tuple[Path, Path]) -> None:
+    _, root = images_published_run  # the session's images run (tests/conftest.py), the default model, 5 epochs
     metrics = json.loads((stage_dirs(root, "evaluate")[0] / "metrics.json").read_text())
     assert json.loads((stage_dirs(root, "train")[0] / "train_info.json").read_text())["model"] == "small_cnn"
     assert metrics["examples"] >= 20 and metrics["top1_accuracy"] > 0.6, metrics["top1_accuracy"]

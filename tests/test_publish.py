@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from pipelines import cli
-from tests.fakes.images import write_class_folder
+from tests.conftest import IMAGES_TINY
 
-TRAIN = ["--set", "DecodeImages.image_size=32", "--set", "Train.batch_size=16", "--set", "Train.patience=10"]
+TRAIN = list(IMAGES_TINY)  # 32x32, a quarter held out for testing, batches of 16, patience 10
 
 
 def stage_dirs(root: Path, stage: str) -> list[Path]:
@@ -21,16 +22,15 @@ def stage_dirs(root: Path, stage: str) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - yields (photos, root)
+def published(images_published_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """(photos, root): a copy of the session's ``run images --publish`` with TRAIN and 5 epochs (tests/conftest.py),
+    which these tests run again."""
     from tests.conftest import isolated_luigi_config
 
-    base = tmp_path_factory.mktemp("publish")
-    photos = base / "photos"
-    write_class_folder(photos, {"disc": 40, "square": 40, "triangle": 40}, size=(40, 40), seed=2)
-    root = base / "artifacts"
+    photos, shared = images_published_run
+    root = tmp_path_factory.mktemp("publish") / "artifacts"
+    shutil.copytree(shared, root, symlinks=True)
     with isolated_luigi_config(root):
-        assert cli.main(["run", "images", "--source", str(photos), "--artifacts", str(root), "--publish", *TRAIN,
-                         "--set", "Train.epochs=5"]) == 0
         yield photos, root
 
 

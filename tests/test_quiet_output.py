@@ -83,6 +83,9 @@ def test_predict_prints_predictions_without_tensorflow_noise(default_run) -> Non
     assert re.fullmatch(rf"{re.escape(str(image))}: [A-Z]{{4}} \(.*\)\n", done.stdout)
 
 
+@pytest.mark.slow  # trains again in a process of its own. In the default suite: what debug sets and leaves
+# (test_environment_is_set_only_where_the_user_left_it_unset), library warnings to the log at debug
+# (test_library_warnings_go_to_the_log_at_debug_and_others_show)
 def test_log_level_debug_lets_tensorflow_and_luigi_logs_through(default_run, tmp_path: Path) -> None:
     """Only training reruns (another seed): TensorFlow's C++ log lines, the libraries' warnings, Luigi's DEBUG."""
     root = tmp_path / "artifacts"

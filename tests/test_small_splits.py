@@ -53,6 +53,10 @@ def split_counts(root: Path) -> dict[str, int]:
     return {split: int(value["count"]) for split, value in info["splits"].items()}
 
 
+@pytest.mark.slow  # Train and Evaluate through the CLI over two replicas. In the default suite: fit over two
+# replicas with splits smaller than a batch and than the replicas (test_mirrored_fit_and_head_take_splits_...
+# below, tests/training/test_custom_loop.py::test_splits_smaller_than_a_batch_train_and_validate), and one
+# distributed strategy end to end (tests/test_distributed.py, multi_worker)
 def test_mirrored_trains_and_evaluates_a_validation_split_smaller_than_the_batch(prebuilt, luigi_config,
                                                                                  tmp_path: Path) -> None:
     source, prebuilt_root = prebuilt

@@ -76,6 +76,12 @@ def published_freezes(root: Path) -> set[Path]:
     return found
 
 
+def by_key(recorded: Iterable[Path], index: dict[str, Path]) -> set[Path]:
+    """Recorded artifact folders as they are under this root, found by their key (``<Family>-<key>``): a root
+    moved or mounted at another path keeps what its run log and publish records name."""
+    return {index.get(Path(path).name.rsplit("-", 1)[-1], Path(path)) for path in recorded}
+
+
 def plan_gc(root: Path, keep: int, cache_sweepers: Sequence[CacheSweeper] = ()) -> GcPlan:
     """What ``tfpipe gc --keep`` removes; each of ``cache_sweepers`` names the files of its cache no kept
     artifact uses (left alone while a run holds a lease: its new files are not recorded yet)."""
@@ -86,7 +92,7 @@ def plan_gc(root: Path, keep: int, cache_sweepers: Sequence[CacheSweeper] = ()) 
     recent = {Path(d) for name in run_names(root) for run in read_runs(root, name)[-keep:]
               for d in run.get("artifacts", [])}
     leased = leased_directories(root)
-    kept = with_upstream(recent | published_freezes(root) | leased, index)
+    kept = with_upstream(by_key(recent | published_freezes(root) | leased, index), index)
     plan = GcPlan(kept=len(kept))
     plan.remove = sorted(path for path in index.values() if path not in kept)
     for stage_dir in stage_dirs(root):

@@ -57,6 +57,22 @@ def test_history_lists_every_run_with_its_metric_and_publication(three_runs, cap
     assert len(table) == 4 and "v1" in table[1]
 
 
+def test_gc_on_a_moved_root_keeps_what_its_records_name(three_runs, tmp_path: Path, capsys) -> None:
+    """Run log and publish records hold absolute folders: on a root moved (or mounted) elsewhere, gc finds
+    them by key, and removes only what it would have removed in place."""
+    import shutil
+
+    _, root, (published, middle, last) = three_runs
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved, symlinks=True)
+    capsys.readouterr()
+    assert cli.main(["gc", "--keep", "1", "--dry-run", "--artifacts", str(moved)]) == 0
+    dry = capsys.readouterr().out
+    assert str((moved / "freeze" / middle.name).resolve()) in dry, "the middle run is not kept"
+    for kept in (published, last):
+        assert str((moved / "freeze" / kept.name).resolve()) not in dry, f"{kept.name} is named by a record"
+
+
 def test_gc_keeps_the_last_runs_published_versions_and_leases(three_runs, capsys) -> None:
     from tasks.store.runlog import lease
     from tests.conftest import isolated_luigi_config
