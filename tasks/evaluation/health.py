@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.training.curves import best_epoch
+
 # A model is "near chance" when its accuracy is within this share of the way from chance to perfect.
 NEAR_CHANCE_SHARE = 0.1
 # Train accuracy above validation accuracy by more than this at the best epoch is named as overfitting.
@@ -77,12 +79,8 @@ def read_history(path: Path) -> list[dict[str, float]]:
 
 def best_row(history: Sequence[dict[str, float]]) -> tuple[int, dict[str, float]] | None:
     """(1-based epoch, row) of the lowest finite validation loss: the weights Train keeps."""
-    scored = [(row["val_loss"], index) for index, row in enumerate(history)
-              if math.isfinite(row.get("val_loss", math.nan))]
-    if not scored:
-        return None
-    _, index = min(scored)
-    return index + 1, history[index]
+    epoch = best_epoch([row.get("val_loss", math.nan) for row in history])
+    return None if epoch is None else (epoch, history[epoch - 1])
 
 
 def assess(*, metric: str, value: float, confusion: np.ndarray, class_names: Sequence[str],

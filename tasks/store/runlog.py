@@ -116,17 +116,11 @@ def leased_directories(root: Path | Bucket, now: float | None = None) -> set[Pat
     if not folder.is_dir():
         return held
     for path in folder.glob("*.json"):
-        parts = path.name.split(".")
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if len(parts) >= 4 and parts[0] == host_name() and parts[1].isdigit():
-            if not pid_alive(int(parts[1])):
-                continue
-        elif (now or time.time()) - float(record.get("started", 0)) > FOREIGN_LEASE_MAX_AGE_S:
-            continue
-        held.update(Path(d) for d in record.get("directories", []))
+        held.update(_live_lease_directories(path.name, record, now))
     return held
 
 
@@ -135,15 +129,21 @@ def bucket_leases(bucket: Bucket, now: float | None = None, objects: Sequence[st
     (``tfpipe gc`` lists the whole root once)."""
     held: set[Path] = set()
     for relative in bucket.list(LEASES_DIR) if objects is None else objects:
-        parts = relative.rsplit("/", 1)[-1].split(".")
         try:
             record = json.loads(bucket.read(relative) or b"")
         except ValueError:
             continue
-        if len(parts) >= 4 and parts[0] == host_name() and parts[1].isdigit():
-            if not pid_alive(int(parts[1])):
-                continue
-        elif (now or time.time()) - float(record.get("started", 0)) > FOREIGN_LEASE_MAX_AGE_S:
-            continue
-        held.update(Path(d) for d in record.get("directories", []))
+        held.update(_live_lease_directories(relative.rsplit("/", 1)[-1], record, now))
     return held
+
+
+def _live_lease_directories(name: str, record: dict[str, Any], now: float | None) -> set[Path]:
+    """What the lease ``name`` (``<host>.<pid>.<id>.json``) holding ``record`` names, if it is live: a lease of
+    this host while its pid runs, another host's for a day."""
+    parts = name.split(".")
+    if len(parts) >= 4 and parts[0] == host_name() and parts[1].isdigit():
+        if not pid_alive(int(parts[1])):
+            return set()
+    elif (now or time.time()) - float(record.get("started", 0)) > FOREIGN_LEASE_MAX_AGE_S:
+        return set()
+    return {Path(d) for d in record.get("directories", [])}

@@ -1,19 +1,20 @@
-"""Training curves: one panel per metric of a Keras CSVLogger history, train vs validation. No TensorFlow."""
+"""Training curves: one panel per metric of a Keras CSVLogger history, train vs validation, and the epoch whose
+weights Train keeps. No TensorFlow; matplotlib only when plotting (the model health check imports `best_epoch`
+on paths that must start fast)."""
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from matplotlib.ticker import MaxNLocator
-
-from tasks.runtime.figures import plt, save_figure
 
 
 def plot_training_curves(history_csv: Path, path: Path) -> Path:
     """One panel per metric in a Keras CSVLogger file (loss, accuracy, ...), train vs ``val_`` lines."""
+    from tasks.runtime.figures import plt, save_figure
+
     columns = _read_history(history_csv)
     epochs = columns.pop("epoch", None)
     names = [name for name in columns if not name.startswith("val_")]
@@ -21,7 +22,7 @@ def plot_training_curves(history_csv: Path, path: Path) -> Path:
     if not names:
         raise ValueError(f"{history_csv}: no metric columns")
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
-    best = _best_epoch(columns.get("val_loss", []))
+    best = best_epoch(columns.get("val_loss", []))
     try:
         for ax, name in zip(axes[0], names, strict=True):
             _plot_metric(ax, name, columns, epochs)
@@ -34,7 +35,7 @@ def plot_training_curves(history_csv: Path, path: Path) -> Path:
         plt.close(fig)
 
 
-def _best_epoch(val_losses: list[float]) -> int | None:
+def best_epoch(val_losses: Sequence[float]) -> int | None:
     """The 1-based epoch of the lowest finite validation loss (the weights Train keeps), or None."""
     finite = [(loss, index) for index, loss in enumerate(val_losses) if math.isfinite(loss)]
     return min(finite)[1] + 1 if finite else None
@@ -63,6 +64,8 @@ def _plot_metric(ax: Any, name: str, columns: dict[str, list[float]], epochs: li
             ax.plot(xs, values, marker="o", markersize=3, label=label)
     ax.set_title(name)
     ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     ax.legend()
