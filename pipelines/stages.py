@@ -18,6 +18,7 @@ import luigi
 from pipelines.registry import DATASETS, Dataset, get_dataset
 from tasks.data.imagedirs_task import ImageDirs
 from tasks.data.tfrecords_task import TFRecords
+from tasks.datacheck.task import DataCheck
 from tasks.evaluation.task import Evaluate
 from tasks.export.freeze_task import Freeze
 from tasks.export.publish_task import Publish
@@ -48,8 +49,9 @@ class Stage:
         return self.task.stage
 
 
-STAGES: tuple[Stage, ...] = (Stage(ImageDirs), Stage(TFRecords), Stage(Bottleneck, switch="backbone"), Stage(Train),
-                             Stage(Evaluate), Stage(Freeze), Stage(Publish, switch="publish", options=("name",)))
+STAGES: tuple[Stage, ...] = (Stage(ImageDirs), Stage(TFRecords), Stage(DataCheck), Stage(Bottleneck, switch="backbone"),
+                             Stage(Train), Stage(Evaluate), Stage(Freeze),
+                             Stage(Publish, switch="publish", options=("name",)))
 
 
 def stage_names(stages: Sequence[Stage] = STAGES) -> tuple[str, ...]:

@@ -11,7 +11,9 @@ import argparse
 import logging
 import socket
 import sys
+import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,7 +24,15 @@ from luigi.execution_summary import LuigiRunResult, LuigiStatusCode
 
 from pipelines.commands.common import EXPECTED_ERRORS, Subparsers, add_pipeline_arguments
 from pipelines.commands.dag import artifact_names, artifact_tasks, run_log_holder, top_task
-from pipelines.commands.run_report import final_outputs, print_outputs, publish_exit_code, record_run
+from pipelines.commands.run_drift import datacheck_node, judge_drift
+from pipelines.commands.run_report import (
+    final_outputs,
+    print_data_warnings,
+    print_outputs,
+    publish_exit_code,
+    record_run,
+    run_name,
+)
 from pipelines.stages import Pipeline
 from tasks.runtime.error_text import describe_error
 from tasks.store.runlog import lease
@@ -43,22 +53,59 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.run_id = new_run_id()
     task = top_task(args)
     nodes = artifact_tasks(task)  # a bad source or stage fails here, with its message, before Luigi starts
     todo = [node for node in nodes if not node.complete()]
     if not todo:
         # Nothing changed: no scheduler, no workers (a nightly run over an unchanged source ends here).
-        print(f"tfpipe: {args.pipeline} up to date: all {len(nodes)} stages done{final_outputs(task)}")
-        record_run(args, nodes, ran=[], code=0)
-        return 0
+        drift = judge_drift(args, run_name(args), nodes)
+        code = drift_exit_code(drift)
+        if not code:
+            print(f"tfpipe: {args.pipeline} up to date: all {len(nodes)} stages done{final_outputs(task)}")
+            print_data_warnings(nodes)
+        record_run(args, nodes, ran=[], code=code, drift=drift)
+        return code
+    drift = None
     with lease(run_log_holder(), artifact_names(nodes)):
-        code = build_and_report(args, task, nodes)
-    record_run(args, nodes, ran=[node for node in todo if node.complete()], code=code)
+        code = check_data_first(args, nodes, todo)
+        if not code:
+            drift = judge_drift(args, run_name(args), nodes)
+            code = drift_exit_code(drift)
+        if not code:
+            code = build_and_report(args, task, nodes)
+        if not code and drift is None:  # the run ended with the data check: judged now that it is done
+            drift = judge_drift(args, run_name(args), nodes)
+            code = drift_exit_code(drift)
+    record_run(args, nodes, ran=[node for node in todo if node.complete()], code=code, drift=drift)
     return code
 
 
-def build_and_report(args: argparse.Namespace, task: Pipeline, nodes: list[ArtifactTask]) -> int:
-    """Luigi builds ``task``; the outcome printed, and turned into the exit status."""
+def check_data_first(args: argparse.Namespace, nodes: list[ArtifactTask], todo: list[ArtifactTask]) -> int:
+    """When this run checks new data and goes on past the check, the check runs first, alone: the drift it
+    shows against the previous run is judged before anything trains on the data."""
+    datacheck = datacheck_node(nodes)
+    if datacheck is None or datacheck not in todo or nodes.index(datacheck) == len(nodes) - 1:
+        return 0
+    first = top_task(argparse.Namespace(**{**vars(args), "until": datacheck.stage}))
+    return build_and_report(args, first, artifact_tasks(first), quiet=True)
+
+
+def drift_exit_code(drift: dict[str, object] | None) -> int:
+    if drift and drift.get("failed"):
+        print("tfpipe: stopped before training: the data drifted (DataCheck.on_drift=fail)", file=sys.stderr)
+        return luigi.retcodes.retcode().task_failed
+    return 0
+
+
+def new_run_id() -> str:
+    """A run's name in the run log (``tfpipe history`` prints it, ``tfpipe compare`` takes it): time and a suffix."""
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def build_and_report(args: argparse.Namespace, task: Pipeline, nodes: list[ArtifactTask], *,
+                     quiet: bool = False) -> int:
+    """Luigi builds ``task``; the outcome printed (``quiet``: failures only), and turned into the exit status."""
     result, failures = build(args, task)
     code = exit_code_for(result.status)
     # Luigi reports success when a worker found nothing more to do, even if other workers of a central luigid
@@ -76,6 +123,8 @@ def build_and_report(args: argparse.Namespace, task: Pipeline, nodes: list[Artif
         for line in failures:
             print(f"tfpipe: {line}", file=sys.stderr)
         return code
+    if quiet:
+        return 0
     print(f"tfpipe: {args.pipeline} done up to {args.until or 'the last stage'}")
     print_outputs(task)
     return publish_exit_code(nodes)

@@ -7,15 +7,22 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from luigi.task import flatten
 
 from pipelines.commands.dag import artifact_names, artifact_tasks, run_log_holder
 from pipelines.registry import get_dataset
 from pipelines.stages import Pipeline
+from pipelines.tracking import track_run
+from tasks.datacheck.files import DATA_REPORT_FILE
+from tasks.datacheck.task import DataCheck
 from tasks.sources.task import RAW_DATA
 from tasks.store.runlog import append_run
 from tasks.store.task import ArtifactTask, opened_root
+
+DATACHECK_STAGE = DataCheck.stage
+DRIFT_ROW_FIELDS = ("check", "split", "distance", "threshold", "drifted", "detail")
 
 
 def run_name(args: argparse.Namespace) -> str:
@@ -23,10 +30,12 @@ def run_name(args: argparse.Namespace) -> str:
     return getattr(args, "name", "") or args.pipeline
 
 
-def record_run(args: argparse.Namespace, nodes: list[ArtifactTask], *, ran: list[ArtifactTask], code: int) -> None:
+def record_run(args: argparse.Namespace, nodes: list[ArtifactTask], *, ran: list[ArtifactTask], code: int,
+               drift: dict[str, Any] | None = None) -> None:
     """One line in ``runs/<name>.jsonl``: what ``tfpipe history`` shows and ``tfpipe gc`` keeps."""
     done = [node for node in nodes if node.complete()]
-    record: dict[str, object] = {
+    record: dict[str, Any] = {
+        "run_id": getattr(args, "run_id", ""), "source_location": args.source or "",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pipeline": args.pipeline, "exit_code": code,
         "source": sorted({digest for node in nodes if node.provides == RAW_DATA
                           for role, digest in node.identity.upstream.items() if role.startswith("source:")}),
@@ -40,10 +49,19 @@ def record_run(args: argparse.Namespace, nodes: list[ArtifactTask], *, ran: list
             record["metrics"] = {metric: manifest["metrics"][metric]}
         if node.provides == "evaluation" and "health" in manifest:
             record["health"] = manifest["health"]
+        if node.stage == DATACHECK_STAGE:
+            record["data_summary"] = manifest.get("data_summary")
+            record["data_warnings"] = list(manifest.get("warnings", []))
+            record["dropped"] = manifest.get("dropped")
         if node.provides == "published":
             record["published"] = manifest.get("published")
             record["published_version"] = manifest.get("published_version")
+    if drift is not None:
+        record["drift"] = {k: v for k, v in drift.items() if k != "rows"} | {
+            "rows": [{k: v for k, v in row.items() if k in DRIFT_ROW_FIELDS} for row in drift["rows"]]}
+        record["data_warnings"] = [*record.get("data_warnings", []), *drift["warnings"]]
     append_run(run_log_holder(), run_name(args), record)
+    track_run(args.pipeline, nodes, ran)  # one MLflow run when [mlflow] tracking_uri is set
 
 
 def publish_exit_code(nodes: Sequence[ArtifactTask]) -> int:
@@ -66,9 +84,21 @@ def print_outputs(task: Pipeline) -> None:
     for node in nodes:
         for notice in node.output().manifest().get("notices", []):
             print(f"note: {node.task_family}: {notice}")
+    print_data_warnings(nodes)
     print_health_warnings(nodes)
     for label, path in outputs_of(task):
         print(f"{label}: {path}")
+
+
+def print_data_warnings(nodes: Sequence[ArtifactTask]) -> None:
+    """The data check's warnings (tasks/datacheck/): one line each, on stderr, and where its report is."""
+    for node in nodes:
+        if node.stage == DATACHECK_STAGE and node.complete():
+            warnings = node.output().manifest().get("warnings", [])
+            for warning in warnings:
+                print(f"tfpipe: warning: data check: {warning}", file=sys.stderr)
+            if warnings:
+                print(f"tfpipe: data report: {node.artifact_location}/{DATA_REPORT_FILE}", file=sys.stderr)
 
 
 def print_health_warnings(nodes: Sequence[ArtifactTask]) -> None:

@@ -15,13 +15,14 @@ LOCKS_DIR = f"{CACHE_DIR}/locks"  # per-artifact build locks (tasks/store/artifa
 FEATURES_CACHE_DIR = f"{CACHE_DIR}/features"  # the per-image feature cache (tasks/features/cache.py)
 CLUSTER_DIR = ".cluster"  # rendezvous files of distributed training (tasks/training/cluster.py)
 PUBLISHED_DIR = "published"  # published/<name>/<version>/ and published/<name>/current (tasks/export)
+REPORTS_DIR = "reports"  # reports/<stage>/<Family>-<key>/: what a stage that failed its checks found (datacheck)
 DAILY_DIR = "daily"  # daily/<pipeline>/<date>.json: what a scheduled day's run built (pipelines/schedule.py)
 # Each published version's record (version, metric, value, its freeze artifact). Written by the publish stage
 # (tasks/export/files.py re-exports it); declared here, a lower room, because gc reads it to keep that artifact.
 PUBLISH_RECORD_FILE = "publish.json"
 
 # Folders directly under the root that hold no stage's artifacts.
-NOT_STAGES = frozenset({RUNS_DIR, LEASES_DIR, CACHE_DIR, CLUSTER_DIR, PUBLISHED_DIR, DAILY_DIR})
+NOT_STAGES = frozenset({RUNS_DIR, LEASES_DIR, CACHE_DIR, CLUSTER_DIR, PUBLISHED_DIR, DAILY_DIR, REPORTS_DIR})
 
 
 def stage_dirs(root: Path) -> list[Path]:
