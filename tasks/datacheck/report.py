@@ -181,9 +181,10 @@ def _item_names(finding: dict[str, Any], shown: int = 8) -> str:
                          f"{item['second']['split']}: {item['second']['key']}")
         elif "key" in item:
             names.append(f"{item['split']}: {item['key']}")
+        elif "missing_classes" in item:
+            names.append(f"{item['split']} lacks {', '.join(item['missing_classes'][:8])}")
         else:
-            names.append(", ".join(f"{k} {v}" for k, v in item.items() if k != "missing_classes")
-                         or f"{item['split']} lacks {', '.join(item['missing_classes'][:8])}")
+            names.append(f"{item['split']}: largest class {item['largest']}, smallest {item['smallest']}")
     more = finding["count"] - len(names)
     return "; ".join(names) + (f"; and {more} more" if more > 0 and names else "")
 

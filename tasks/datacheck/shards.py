@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tasks.formats.tfrecord import TFRecordWriter, decode_example, read_records
+from tasks.store.artifacts import MANIFEST_NAME
 
-SKIPPED_NAMES = frozenset({"MANIFEST.json"})  # the source artifact's own manifest (tasks/store/artifacts.py)
+SKIPPED_NAMES = frozenset({MANIFEST_NAME})  # the source artifact's own manifest
 
 
 def link_or_copy(source: Path, destination: Path) -> None:

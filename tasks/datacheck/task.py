@@ -37,13 +37,11 @@ from tasks.datacheck.policies import DEFAULT_POLICIES, FINDING_POLICIES, CheckSe
 from tasks.datacheck.scan import SplitExamples
 from tasks.datacheck.shards import hand_on_files, rewrite_split
 from tasks.formats.dataset_info import SplitInfo
-from tasks.formats.examples import load_split
+from tasks.formats.examples import ORIGINAL_SIZE_COLUMN, load_split
 from tasks.formats.files import LABELS_FILE
 from tasks.formats.tfrecord import read_labels_txt
 from tasks.store.layout import REPORTS_DIR
 from tasks.store.task import ArtifactTask
-
-ORIGINAL_SIZE_COLUMN = "original_size"
 
 
 class DataCheckFailed(ValueError):
