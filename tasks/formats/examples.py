@@ -3,6 +3,10 @@
 A decoded artifact holds ``labels.txt``, ``dataset_info.json`` and one array directory per source split
 (``image`` uint8 HxWxC, ``label`` int32 of shape () or (num_heads,), ``key`` bytes naming the example in its
 source, ``sha256`` the digest of the decoded pixels: the content key caches that outlive one artifact use).
+
+Decoders whose sources vary in size (image folders, HWDB) also write ``original_size`` (``ORIGINAL_SIZE_COLUMN``):
+int32 ``(height, width)`` of each image at its source's own resolution, upright, before any resize, pad or crop.
+The others leave it out, so their arrays stay byte for byte what they were; ``load_original_sizes`` reads it.
 """
 
 from __future__ import annotations
@@ -14,26 +18,31 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.formats.arrays import ArrayWriter, open_arrays
+from tasks.formats.arrays import ArrayWriter, column_file, open_arrays
+from tasks.formats.errors import FormatError
 from tasks.formats.files import LABELS_FILE
 from tasks.formats.tfrecord import read_labels_txt, write_labels_txt
 
 KEY_BYTES = 96
 DIGEST_BYTES = 32
+ORIGINAL_SIZE_COLUMN = "original_size"  # optional: int32 (height, width) of each image before it was resized
 # retrain.py's convention: files that differ only after ``_nohash_`` (``photo_nohash_2.jpg``) are one group
 # and always land in the same split.
 NOHASH_MARKER = re.compile(r"_nohash_.*$")
 
 
-def example_columns(image_shape: Sequence[int], num_heads: int,
-                    key_bytes: int = KEY_BYTES) -> dict[str, tuple[str, tuple[int, ...]]]:
+def example_columns(image_shape: Sequence[int], num_heads: int, key_bytes: int = KEY_BYTES,
+                    record_original_size: bool = False) -> dict[str, tuple[str, tuple[int, ...]]]:
     label_shape: tuple[int, ...] = () if num_heads == 1 else (num_heads,)
-    return {
+    columns: dict[str, tuple[str, tuple[int, ...]]] = {
         "image": ("uint8", tuple(image_shape)),
         "label": ("int32", label_shape),
         "key": (f"S{key_bytes}", ()),
         "sha256": (f"S{DIGEST_BYTES}", ()),
     }
+    if record_original_size:
+        columns[ORIGINAL_SIZE_COLUMN] = ("int32", (2,))
+    return columns
 
 
 def pixel_digests(images: np.ndarray) -> np.ndarray:
@@ -47,20 +56,30 @@ def pixel_digests(images: np.ndarray) -> np.ndarray:
 class ExampleWriter:
     """Appends examples of one split; every example gets its content key (``sha256``) here, by construction.
 
-    The columns of an ``ArrayWriter`` (``example_columns``) that takes no ``sha256`` from its caller.
+    The columns of an ``ArrayWriter`` (``example_columns``) that takes no ``sha256`` from its caller. With
+    ``record_original_size`` every ``append`` also takes ``original_size``: (N, 2) ``(height, width)``, each >= 1.
     """
 
-    def __init__(self, directory: Path, image_shape: Sequence[int], num_heads: int, key_bytes: int = KEY_BYTES) -> None:
-        self.arrays = ArrayWriter(directory, example_columns(image_shape, num_heads, key_bytes))
+    def __init__(self, directory: Path, image_shape: Sequence[int], num_heads: int, key_bytes: int = KEY_BYTES,
+                 record_original_size: bool = False) -> None:
+        self.arrays = ArrayWriter(directory, example_columns(image_shape, num_heads, key_bytes, record_original_size))
         self.key_bytes = key_bytes
+        self.record_original_size = record_original_size
 
     @property
     def rows(self) -> int:
         return self.arrays.rows
 
-    def append(self, *, image: np.ndarray, label: np.ndarray | Sequence, key: np.ndarray | Sequence) -> None:
+    def append(self, *, image: np.ndarray, label: np.ndarray | Sequence, key: np.ndarray | Sequence,
+               original_size: np.ndarray | Sequence | None = None) -> None:
         images = np.ascontiguousarray(image, dtype=np.uint8)
-        self.arrays.append(image=images, label=label, key=key, sha256=pixel_digests(images))
+        columns: dict[str, np.ndarray | Sequence] = {"image": images, "label": label, "key": key,
+                                                     "sha256": pixel_digests(images)}
+        if self.record_original_size:
+            columns[ORIGINAL_SIZE_COLUMN] = checked_original_sizes(original_size)
+        elif original_size is not None:
+            raise ValueError("original_size given to a writer opened without record_original_size")
+        self.arrays.append(**columns)
 
     def close(self) -> None:
         self.arrays.close()
@@ -75,9 +94,23 @@ class ExampleWriter:
         self.arrays.__exit__(exc_type, *rest)
 
 
+def checked_original_sizes(original_size: np.ndarray | Sequence | None) -> np.ndarray:
+    """``original_size`` as (N, 2) int32 ``(height, width)`` rows; ValueError if missing, misshapen or not >= 1."""
+    if original_size is None:
+        raise ValueError("this writer records original_size: append(..., original_size=...) needs it")
+    sizes = np.asarray(original_size, dtype=np.int64)
+    if sizes.size == 0:  # an empty batch: no rows, whatever shape the empty sequence had
+        sizes = sizes.reshape(0, 2)
+    if sizes.ndim != 2 or sizes.shape[1] != 2:
+        raise ValueError(f"original_size must be (N, 2) rows of (height, width), got shape {sizes.shape}")
+    if sizes.size and not (1 <= sizes.min() and sizes.max() <= np.iinfo(np.int32).max):
+        raise ValueError(f"original_size holds a side outside [1, 2**31 - 1]: {sizes.min()}..{sizes.max()}")
+    return sizes.astype(np.int32)
+
+
 def open_split_writer(decoded_dir: Path, split: str, image_shape: Sequence[int], num_heads: int,
-                      key_bytes: int = KEY_BYTES) -> ExampleWriter:
-    return ExampleWriter(Path(decoded_dir) / split, image_shape, num_heads, key_bytes)
+                      key_bytes: int = KEY_BYTES, record_original_size: bool = False) -> ExampleWriter:
+    return ExampleWriter(Path(decoded_dir) / split, image_shape, num_heads, key_bytes, record_original_size)
 
 
 def encode_keys(keys: Sequence[str], width: int = KEY_BYTES) -> np.ndarray:
@@ -89,7 +122,19 @@ def encode_keys(keys: Sequence[str], width: int = KEY_BYTES) -> np.ndarray:
 
 
 def load_split(decoded_dir: Path, split: str) -> dict[str, np.ndarray]:
+    """Every column of one split, memory-mapped; ``original_size`` only where the decoder recorded it."""
     return open_arrays(Path(decoded_dir) / split)
+
+
+def load_original_sizes(decoded_dir: Path, split: str) -> np.ndarray | None:
+    """(N, 2) int32 ``(height, width)`` of each example of ``split`` before it was resized, row for row with its
+    images; None for a decoder that does not record them (its sources are all one size: CIFAR, MNIST, captcha)."""
+    directory = Path(decoded_dir) / split
+    sizes = open_arrays(directory).get(ORIGINAL_SIZE_COLUMN)
+    if sizes is not None and (sizes.dtype != np.dtype("<i4") or sizes.shape[1:] != (2,)):
+        raise FormatError(f"column {ORIGINAL_SIZE_COLUMN!r} is {sizes.dtype} of rows {sizes.shape[1:]}, "
+                          "expected int32 rows of (height, width)", path=column_file(directory, ORIGINAL_SIZE_COLUMN))
+    return sizes
 
 
 def save_class_names(directory: Path, names: Sequence[str]) -> None:

@@ -11,6 +11,7 @@ Sources, either:
 
 The character dictionary comes from the training files only (``char_dict.json``, characters sorted);
 test samples of other characters are counted in ``skipped.json`` and the manifest, never dropped silently.
+Every sample has its own bitmap size; each example records it (``original_size``, ``(height, width)``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 from tasks.datasets.hwdb.files import CHAR_DICT_FILE
 from tasks.datasets.hwdb.gnt import iter_gnt, iter_gnt_tags
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
-from tasks.formats.examples import encode_keys, open_split_writer, save_class_names
+from tasks.formats.examples import ExampleWriter, encode_keys, open_split_writer, save_class_names
 from tasks.formats.files import EXTRACT_SCRATCH_DIR, SKIPPED_FILE
 from tasks.formats.images import fit_to_square
 from tasks.sources.archive import shown_name, unpack
@@ -103,19 +104,22 @@ class _ChunkBuffer:
         self.images: list[np.ndarray] = []
         self.labels: list[int] = []
         self.keys: list[str] = []
+        self.original_sizes: list[tuple[int, int]] = []
 
-    def add(self, image: np.ndarray, label: int, key: str) -> bool:
-        """Queue one example; True when the chunk is full and should be flushed."""
+    def add(self, image: np.ndarray, label: int, key: str, original_size: tuple[int, int]) -> bool:
+        """Queue one example (``original_size``: its bitmap's ``(height, width)``); True when the chunk is full
+        and should be flushed."""
         self.images.append(image)
         self.labels.append(label)
         self.keys.append(key)
+        self.original_sizes.append(original_size)
         return len(self.keys) >= self.rows
 
-    def flush(self, writer: Any) -> None:
+    def flush(self, writer: ExampleWriter) -> None:
         if self.keys:
             writer.append(image=np.stack(self.images), label=np.asarray(self.labels, dtype=np.int32),
-                          key=encode_keys(self.keys))
-        self.images, self.labels, self.keys = [], [], []
+                          key=encode_keys(self.keys), original_size=np.asarray(self.original_sizes, dtype=np.int32))
+        self.images, self.labels, self.keys, self.original_sizes = [], [], [], []
 
 
 def build_char_dict(characters: set[str]) -> dict[str, int]:
@@ -125,7 +129,7 @@ def build_char_dict(characters: set[str]) -> dict[str, int]:
 
 class DecodeHwdb(ArtifactTask):
     stage = "decode"
-    version = 2
+    version = 3
     provides = "decoded"
 
     image_size = luigi.IntParameter(default=64, description="side of the square grayscale images")
@@ -192,7 +196,7 @@ class DecodeHwdb(ArtifactTask):
         size = self.image_size
         skipped: Counter[str] = Counter()
         chunk = _ChunkBuffer(self.chunk_rows)
-        with open_split_writer(out_dir, split, (size, size, 1), num_heads=1) as writer:
+        with open_split_writer(out_dir, split, (size, size, 1), num_heads=1, record_original_size=True) as writer:
             for done, path in enumerate(self.track(files, len(files), f"decode {split}"), start=1):
                 for sample in iter_gnt(path):
                     label = char_dict.get(sample.tag)
@@ -200,7 +204,8 @@ class DecodeHwdb(ArtifactTask):
                         skipped[sample.tag] += 1
                         continue
                     image = fit_to_square(sample.bitmap, size)[..., None]
-                    if chunk.add(image, label, f"{split}/{path.stem}/{sample.index:05d}"):
+                    height, width = sample.bitmap.shape
+                    if chunk.add(image, label, f"{split}/{path.stem}/{sample.index:05d}", (height, width)):
                         chunk.flush(writer)
                 chunk.flush(writer)
                 self.report_progress(done, len(files), f"{split}: {path.name} ({writer.rows} samples)")

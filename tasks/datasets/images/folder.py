@@ -9,7 +9,8 @@ Three parts:
   and the junk, all in code-point order so two machines list the same folder identically.
 * **Decoding** (``load_image``, ``decode_images``): any JPEG, PNG, BMP, GIF, WebP or TIFF to a uint8
   ``(size, size, channels)`` array, whatever its mode (EXIF orientation, palette, alpha, CMYK, 16-bit),
-  corrupt or truncated files raising ``FormatError``; ``decode_images`` decodes many on a thread pool.
+  corrupt or truncated files raising ``FormatError``; ``decode_images`` decodes many on a thread pool and
+  gives each image's original ``(height, width)`` too (read from the same decode, see ``original_size``).
 
 Alpha is composited onto **white** (``ALPHA_BACKGROUND``): transparent images (product shots, icons, line
 art) are drawn to be seen on a white page, and it makes the pixels hidden under alpha 0 irrelevant. The pad
@@ -37,7 +38,7 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from tasks.formats.errors import FormatError
 
@@ -64,6 +65,8 @@ GRAY_MODES = frozenset({"L", "LA", "La"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHUNK_HEAD = struct.Struct(">I4s")
 PNG_CRC = struct.Struct(">I")
+# EXIF orientations that turn the picture a quarter (transpose, rotate 90/270, transverse): width and height swap.
+QUARTER_TURN_ORIENTATIONS = frozenset({5, 6, 7, 8})
 IMAGES_PER_JOB = 16  # images one pool job decodes: amortises the job overhead, keeps order cheap
 JOBS_PER_WORKER = 2  # jobs in flight per worker: at most workers * 2 * 16 decoded images wait for the caller
 
@@ -313,18 +316,20 @@ def load_image(path: Path, *, channels: int, size: int, fit: str = "pad", pad_va
     (missing, permissions) raise their OSError.
     """
     check_decode_options(channels=channels, size=size, fit=fit, pad_value=pad_value)
-    return _load_checked(Path(path), channels, size, fit, pad_value)
+    pixels, _original_size = _load_checked(Path(path), channels, size, fit, pad_value)
+    return pixels
 
 
-def _load_checked(path: Path, channels: int, size: int, fit: str, pad_value: int) -> np.ndarray:
+def _load_checked(path: Path, channels: int, size: int, fit: str, pad_value: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The fitted ``(size, size, channels)`` pixels of ``path`` and the image's original ``(height, width)``."""
     data = path.read_bytes()
     if not data:
         raise FormatError("empty file (0 bytes)", path=path)
     if data.startswith(PNG_SIGNATURE):
         check_png_chunks(data, path)
     with _pil_errors_as_format_errors(path):
-        pixels = _decode_pixels(data, channels, size, fit)
-    return _fit_square(pixels, size, fit, pad_value)
+        pixels, original_size = _decode_pixels(data, channels, size, fit)
+    return _fit_square(pixels, size, fit, pad_value), original_size
 
 
 @contextmanager
@@ -367,13 +372,32 @@ def check_png_chunks(data: bytes, path: Path) -> None:
         offset = end
 
 
-def _decode_pixels(data: bytes, channels: int, size: int, fit: str) -> np.ndarray:
-    """Upright uint8 ``(H, W, channels)`` pixels of the encoded ``data``, JPEGs already reduced towards ``size``."""
+def _decode_pixels(data: bytes, channels: int, size: int, fit: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """Upright uint8 ``(H, W, channels)`` pixels of the encoded ``data``, JPEGs already reduced towards ``size``,
+    and the image's ``original_size``."""
     with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as image:
+        stored_width, stored_height = image.size  # the file's own size: draft may shrink what load decodes
         _draft_towards(image, channels, size, fit)
         image.load()
+        size_upright = original_size(stored_height, stored_width, _exif_orientation(image))
         ImageOps.exif_transpose(image, in_place=True)
-        return _to_channels(_to_uint8(image), channels)
+        return _to_channels(_to_uint8(image), channels), size_upright
+
+
+def original_size(stored_height: int, stored_width: int, orientation: int) -> tuple[int, int]:
+    """``(height, width)`` of an image stored ``stored_width`` x ``stored_height``, as seen upright: the full
+    resolution of its file, before any reduced decode, resize, pad or crop, with its EXIF ``orientation``
+    applied (a quarter turn swaps the sides), as the pixels fed to the model are."""
+    if orientation in QUARTER_TURN_ORIENTATIONS:
+        return stored_width, stored_height
+    return stored_height, stored_width
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF (or XMP) orientation of a loaded image, 1 when it has none; Pillow caches the parsed EXIF, so
+    ``exif_transpose`` right after reads it for free."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return orientation if isinstance(orientation, int) else 1
 
 
 def _draft_towards(image: Image.Image, channels: int, size: int, fit: str) -> None:
@@ -481,11 +505,13 @@ def centre_square(pixels: np.ndarray) -> np.ndarray:
 # ---- decoding many ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DecodedImage:
-    """Result ``index`` (position in the input) of ``decode_images``: the image, or None and the error message."""
+    """Result ``index`` (position in the input) of ``decode_images``: the image and its ``original_size``
+    (``(height, width)`` upright, before any resize: see ``original_size``), or None for both and the error."""
 
     index: int
     image: np.ndarray | None
     error: str | None
+    original_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -493,6 +519,7 @@ class _Outcome:
     index: int
     image: np.ndarray | None
     error: FormatError | None
+    original_size: tuple[int, int] | None = None
 
 
 def _decode_job(paths: Sequence[Path], start: int, stop: int, channels: int, size: int, fit: str,
@@ -500,9 +527,11 @@ def _decode_job(paths: Sequence[Path], start: int, stop: int, channels: int, siz
     outcomes = []
     for index in range(start, stop):
         try:
-            outcomes.append(_Outcome(index, _load_checked(Path(paths[index]), channels, size, fit, pad_value), None))
+            pixels, size_upright = _load_checked(Path(paths[index]), channels, size, fit, pad_value)
         except FormatError as exc:
             outcomes.append(_Outcome(index, None, exc))
+        else:
+            outcomes.append(_Outcome(index, pixels, None, size_upright))
     return outcomes
 
 
@@ -558,4 +587,4 @@ def _results(outcomes: list[_Outcome], on_error: str) -> Iterator[DecodedImage]:
                 raise outcome.error
             yield DecodedImage(outcome.index, None, str(outcome.error))
         else:
-            yield DecodedImage(outcome.index, outcome.image, None)
+            yield DecodedImage(outcome.index, outcome.image, None, outcome.original_size)

@@ -4,7 +4,8 @@ The source (role ``data``) is a folder, or a tar/zip archive of one (flower_phot
 ``tasks.datasets.images.folder``: junk (hidden files, ``__MACOSX/``, ``Thumbs.db``, other extensions) is skipped
 and counted; corrupt images fail the stage or, with ``on_error=skip``, are skipped and listed with their
 reason. The test split is fixed by a stable hash of each image's path (retrain.py's ``_nohash_`` groups
-stay together), so adding images never moves an existing one to another split.
+stay together), so adding images never moves an existing one to another split. Each example records the
+image's original ``(height, width)`` (``original_size``, upright, before the resize to ``image_size``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ import numpy as np
 from tasks.datasets.images.folder import FolderScan, ImageEntry, decode_images, scan_class_folders
 from tasks.formats.arrays import column_file
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
-from tasks.formats.examples import encode_keys, load_split, open_split_writer, save_class_names, stable_unit
+from tasks.formats.examples import (
+    ExampleWriter,
+    encode_keys,
+    load_split,
+    open_split_writer,
+    save_class_names,
+    stable_unit,
+)
 from tasks.formats.files import EXTRACT_SCRATCH_DIR, SKIPPED_FILE
 from tasks.sources.archive import safe_extract
 from tasks.sources.task import RAW_DATA, downloaded_path
@@ -31,6 +39,7 @@ from tasks.store.task import ArtifactTask
 logger = logging.getLogger("tfpipe")
 SPLITS = ("train", "test")
 CHUNK_ROWS = 256
+PendingRow = tuple[np.ndarray, int, str, tuple[int, int]]  # fitted image, label, key, original (height, width)
 
 
 def test_split_of(relpath: str, test_fraction: float) -> str:
@@ -55,7 +64,7 @@ def without_excluded(scan: FolderScan, excluded: Sequence[Path]) -> FolderScan:
 
 class DecodeImages(ArtifactTask):
     stage = "decode"
-    version = 1
+    version = 2
     reads = (RAW_DATA,)
     provides = "decoded"
 
@@ -138,20 +147,21 @@ class DecodeImages(ArtifactTask):
                        out_dir: Path) -> tuple[dict[str, int], list[dict[str, str]]]:
         """Decode every image once, in path order, appending it to its split; returns counts and skipped ones."""
         key_bytes = max((len(entry.relpath.encode()) for entry in entries), default=1)
-        writers = {split: open_split_writer(out_dir, split, shape, num_heads=1, key_bytes=key_bytes)
+        writers = {split: open_split_writer(out_dir, split, shape, num_heads=1, key_bytes=key_bytes,
+                                            record_original_size=True)
                    for split in SPLITS}
-        pending: dict[str, list[tuple[np.ndarray, int, str]]] = {split: [] for split in SPLITS}
+        pending: dict[str, list[PendingRow]] = {split: [] for split in SPLITS}
         bad: list[dict[str, str]] = []
         decoded = decode_images([entry.path for entry in entries], channels=shape[2], size=shape[0], fit=self.fit,
                                 workers=self.workers, on_error=self.on_error)
         try:
             for done, result in enumerate(self.track(decoded, len(entries), "decode images"), start=1):
                 entry = entries[result.index]
-                if result.image is None:
+                if result.image is None or result.original_size is None:  # decode_images gives both or neither
                     bad.append({"path": entry.relpath, "reason": result.error or "not decodable"})
                     continue
                 split = test_split_of(entry.relpath, self.test_fraction)
-                pending[split].append((result.image, label_of[entry.class_name], entry.relpath))
+                pending[split].append((result.image, label_of[entry.class_name], entry.relpath, result.original_size))
                 if len(pending[split]) >= CHUNK_ROWS or done == len(entries):
                     self._flush(writers[split], pending[split])
             for split in SPLITS:
@@ -181,8 +191,9 @@ class DecodeImages(ArtifactTask):
         return kept
 
     @staticmethod
-    def _flush(writer: Any, rows: list[tuple[np.ndarray, int, str]]) -> None:
+    def _flush(writer: ExampleWriter, rows: list[PendingRow]) -> None:
         if rows:
             writer.append(image=np.stack([r[0] for r in rows]), label=np.asarray([r[1] for r in rows], np.int32),
-                          key=encode_keys([r[2] for r in rows], width=writer.key_bytes))
+                          key=encode_keys([r[2] for r in rows], width=writer.key_bytes),
+                          original_size=np.asarray([r[3] for r in rows], np.int32))
             rows.clear()
