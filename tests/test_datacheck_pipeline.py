@@ -75,6 +75,26 @@ def test_a_leak_stops_the_run_before_train_naming_every_copy(tmp_path: Path, cap
     assert kept["findings"]["leak"]["count"] == 30 and kept["passed"] is False
 
 
+def test_on_leak_drop_hands_on_shards_without_the_test_copies(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tasks.data.shards import iter_shard_examples, load_dataset_info
+
+    photos = write_digits(tmp_path / "photos", per_class=40)
+    copies = copy_into_train(photos, 30)
+    root = tmp_path / "artifacts"
+    assert run(root, photos, "--set", "DataCheck.on_leak=drop", "--until", "datacheck") == 0
+    assert "dropped 30 examples from test" in capsys.readouterr().out
+    checked = next((root / "datacheck").glob("DataCheck-*"))
+    shards = next((root / "tfrecords").glob("TFRecords-*"))
+    before = {s: {k for *_, k in iter_shard_examples(shards, s)} for s in ("train", "validation", "test")}
+    after = {s: {k for *_, k in iter_shard_examples(checked, s)} for s in ("train", "validation", "test")}
+    assert after["train"] == before["train"] and after["validation"] == before["validation"]
+    assert len(after["test"]) == len(before["test"]) - 30 and after["test"] < before["test"]
+    assert {c.encode() for c in copies} <= after["train"]  # the train copies stay
+    assert load_dataset_info(checked).count("test") == len(after["test"])
+    assert (checked / "labels.txt").stat().st_ino == (shards / "labels.txt").stat().st_ino  # handed on, linked
+
+
+@pytest.mark.slow  # default-suite cover: test_on_leak_drop_hands_on_shards_without_the_test_copies
 def test_on_leak_drop_removes_the_test_copies_and_the_rest_trains(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
     photos = write_digits(tmp_path / "photos", per_class=40)

@@ -152,3 +152,16 @@ def test_near_duplicate_search_equals_brute_force() -> None:
     i, j = np.nonzero((bits <= 6) & (split_of[:, None] != split_of[None, :]))
     expected = {(a, b) for a, b in zip(i.tolist(), j.tolist(), strict=True) if a < b}
     assert {(int(a), int(b)) for a, b, _ in found} == expected and len(expected) >= 60
+
+
+def test_original_sizes_are_summarised_where_the_decoder_recorded_them() -> None:
+    images, labels, split_of = base_examples()
+    splits = make_splits(images, labels, split_of)
+    sizes = np.asarray([[40, 30], [64, 64], [17, 90]] * 4, dtype=np.int32)
+    with_sizes = [SplitExamples(s.name, s.images, s.labels, s.keys, s.digests, s.rows, sizes) for s in splits]
+    report = check_examples(with_sizes, CLASSES, CheckSettings()).report
+    train = report["splits"]["train"]["original_sizes"]
+    assert train["distinct_sizes"] == 3 and train["varies"] is True
+    assert train["height"] == {"min": 17.0, "median": 40.0, "max": 64.0}
+    assert train["aspect_ratio"]["max"] == pytest.approx(90 / 17, abs=1e-3)
+    assert check_examples(splits, CLASSES, CheckSettings()).report["splits"]["train"]["original_sizes"] is None
