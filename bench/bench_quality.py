@@ -190,7 +190,7 @@ def run_case(case: str, tree: Path, run: int, scratch: Path) -> Outcome:
     if case != "captcha":
         peer, peer_balanced, peer_seconds, train_n, test_n = peer_score(shards)
     else:
-        info = json.loads((shards / "dataset_info.json").read_text())
+        info = json.loads((shards / "tfpipe_info.json").read_text())
         train_n, test_n = (int(info["splits"][s]["count"]) for s in ("train", "test"))
     health = metrics.get("health", {}).get("warnings", []) if isinstance(metrics.get("health"), dict) else []
     outcome = Outcome(case, str(tree), run, round(seconds, 1), metric, float(metrics[metric]),

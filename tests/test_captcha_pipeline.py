@@ -57,7 +57,7 @@ def test_every_stage_leaves_its_outputs_and_manifest(tiny_run: Path) -> None:
     assert len(list((generated / "images").glob("*.png"))) == 160
     image_dirs = only(tiny_run, "imagedirs")
     assert (image_dirs / "train" / "labels.csv").exists() and list((image_dirs / "validation").glob("*.png"))
-    info = json.loads((only(tiny_run, "tfrecords") / "dataset_info.json").read_text())
+    info = json.loads((only(tiny_run, "tfrecords") / "tfpipe_info.json").read_text())
     assert info["num_heads"] == 4 and info["image_shape"] == [60, 160, 1]
     assert sum(s["count"] for s in info["splits"].values()) == 160
     trained = only(tiny_run, "train")

@@ -66,7 +66,7 @@ def test_loopback_to_shards_equal_source_exactly(served_cifar, tmp_path: Path, l
     assert run_cli("run", "cifar10", "--source", url, "--checksum", checksum, "--until", "tfrecords",
                    "--artifacts", str(root)) == 0
     [shard_dir] = stage_dirs(root, "tfrecords")
-    info = json.loads((shard_dir / "dataset_info.json").read_text())
+    info = json.loads((shard_dir / "tfpipe_info.json").read_text())
     assert info["image_format"] == "raw"
     assert (shard_dir / "labels.txt").read_text().splitlines()[0] == "0:airplane"
     counts = {split: spec["count"] for split, spec in info["splits"].items()}
@@ -175,7 +175,7 @@ def test_cifar100_local_archive_with_coarse_labels(tmp_path: Path, luigi_config)
     assert len((decoded / "labels.txt").read_text().splitlines()) == 100
     assert len((decoded / "coarse_labels.txt").read_text().splitlines()) == 20
     [shards] = stage_dirs(root, "tfrecords")
-    info = json.loads((shards / "dataset_info.json").read_text())
+    info = json.loads((shards / "tfpipe_info.json").read_text())
     assert info["num_classes"] == 100 and info["splits"]["test"]["count"] == 30
     assert run_cli("run", "cifar100", "--source", str(archive), "--until", "decode", "--artifacts", str(root),
                    "--set", "DecodeCifar.label_mode=coarse") == 0

@@ -65,7 +65,7 @@ def all_files(root: Path) -> set[str]:
 
 def train_count(root: Path) -> int:
     [shards] = sorted((root / "tfrecords").glob("TFRecords-*"))
-    info = json.loads((shards / "dataset_info.json").read_text())
+    info = json.loads((shards / "tfpipe_info.json").read_text())
     return int(info["splits"]["train"]["count"])
 
 

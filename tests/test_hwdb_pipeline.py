@@ -193,7 +193,7 @@ def test_until_tfrecords_writes_index_folders(tmp_path: Path, luigi_config: obje
     assert sorted(p.name for p in (image_dirs / "test").iterdir()) == [f"{i:05d}" for i in range(12)]
     assert len(list((image_dirs / "test").glob("*/*.png"))) == fake.counts["test"] - 3
     [shards] = stage_dirs(root, "tfrecords")
-    info = json.loads((shards / "dataset_info.json").read_text())
+    info = json.loads((shards / "tfpipe_info.json").read_text())
     assert info["num_classes"] == 12 and info["image_shape"] == [20, 20, 1]
     assert (shards / "labels.txt").read_text(encoding="utf-8").startswith(f"0:{sorted(fake.train_chars)[0]}\n")
     capsys.readouterr()

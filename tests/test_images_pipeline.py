@@ -30,7 +30,7 @@ def manifest_of(path: Path) -> dict:
 
 
 def split_of_keys(shards: Path) -> dict[bytes, str]:
-    info = json.loads((shards / "dataset_info.json").read_text())
+    info = json.loads((shards / "tfpipe_info.json").read_text())
     return {key: split for split in info["splits"] for _, _, key in iter_shard_examples(shards, split)}
 
 
@@ -70,7 +70,7 @@ def test_cats_vs_dogs_zip_with_macos_junk_and_an_exif_only_jpeg(tmp_path: Path, 
     junk = json.loads((decoded / "skipped.json").read_text())["junk"]
     assert any("__MACOSX" in entry["path"] for entry in junk) and manifest["junk_skipped"] == len(junk) >= 3
     assert not (decoded / ".extract").exists()
-    info = json.loads((stage_dirs(root, "tfrecords")[0] / "dataset_info.json").read_text())
+    info = json.loads((stage_dirs(root, "tfrecords")[0] / "tfpipe_info.json").read_text())
     assert info["image_shape"] == [64, 64, 3] and info["num_classes"] == 2
 
 

@@ -21,6 +21,7 @@ import pytest
 from pipelines import cli
 from pipelines.registry import DATASETS, Dataset, get_dataset, register, unregister
 from pipelines.stages import STAGES, Pipeline, Stage, build_chain, class_name, pipeline_task, stage_names
+from tasks.data.shards import load_dataset_info
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
 from tasks.formats.examples import encode_keys, open_split_writer, save_class_names
 from tasks.store.task import ArtifactTask
@@ -85,7 +86,7 @@ def test_a_registered_dataset_appears_in_the_cli_and_runs(toy_dataset, tmp_path:
     root = tmp_path / "artifacts"
     assert cli.main(["run", "toy", "--until", "tfrecords", "--artifacts", str(root)]) == 0
     [shards] = list((root / "tfrecords").glob("TFRecords-*"))
-    info = DatasetInfo.load(shards)
+    info = load_dataset_info(shards)
     assert info.dataset == "toy" and info.count("test") == 20
     assert sorted(p.name.split(".")[0] for p in shards.glob("*.tfrecord-*")) == [
         "toy-test", "toy-train", "toy-validation"]
@@ -101,7 +102,7 @@ def test_unknown_dataset_is_refused_with_the_known_ones(capsys) -> None:
 
 class ToyWithNote(Pipeline):
     dataset_name = "toy"
-    stages: ClassVar[tuple[Stage, ...]] = (*STAGES[:2], Stage(CopyWithNote, switch="note"), *STAGES[2:])
+    stages: ClassVar[tuple[Stage, ...]] = (*STAGES[:3], Stage(CopyWithNote, switch="note"), *STAGES[3:])
     note = luigi.Parameter(default="")
 
 
@@ -109,11 +110,12 @@ def test_an_optional_stage_slots_in_without_touching_the_others(toy_dataset, tmp
     luigi_config.set("Train", "epochs", "1")  # what is checked is the chain and its keys, not the training
     plain = ToyWithNote(until="freeze").chain()
     assert list(plain) == [name for name in stage_names() if name not in ("bottleneck", "publish")]  # switches off
-    assert plain["train"][0].requires()["examples"] is plain["tfrecords"][0]
+    assert plain["train"][0].requires()["examples"] is plain["datacheck"][0]
     noted = ToyWithNote(until="freeze", note="hello").chain()
-    assert list(noted) == ["download", "decode", "imagedirs", "tfrecords", "annotate", "train", "evaluate", "freeze"]
+    assert list(noted) == ["download", "decode", "imagedirs", "tfrecords", "datacheck", "annotate", "train", "evaluate",
+                           "freeze"]
     annotate = noted["annotate"][0]
-    assert annotate.note == "hello" and annotate.requires()["examples"] is noted["tfrecords"][0]
+    assert annotate.note == "hello" and annotate.requires()["examples"] is noted["datacheck"][0]
     for stage in ("train", "evaluate", "freeze"):
         assert noted[stage][0].requires()["examples"] is annotate
     assert noted["train"][0].artifact_key != plain["train"][0].artifact_key

@@ -49,7 +49,7 @@ def history(directory: Path) -> list[dict[str, str]]:
 
 
 def split_counts(root: Path) -> dict[str, int]:
-    info = json.loads((only(root, "tfrecords") / "dataset_info.json").read_text())
+    info = json.loads((only(root, "tfrecords") / "tfpipe_info.json").read_text())
     return {split: int(value["count"]) for split, value in info["splits"].items()}
 
 

@@ -16,6 +16,7 @@ from typing import cast
 import cv2
 import numpy as np
 
+from tasks.data.files import TFPIPE_INFO_FILE
 from tasks.formats.dataset_info import DatasetInfo
 from tasks.formats.examples import stable_order
 from tasks.formats.images import encode_png
@@ -171,7 +172,15 @@ def encode_chunk(images: np.ndarray, labels: np.ndarray, keys: np.ndarray, hex_d
 
 
 def load_dataset_info(shard_dir: Path) -> DatasetInfo:
-    return DatasetInfo.load(shard_dir)
+    """tfpipe's description of an examples artifact (TFRecord shards): every reader of one goes through here."""
+    return DatasetInfo.load(shard_dir, TFPIPE_INFO_FILE)
+
+
+def save_dataset_info(shard_dir: Path, info: DatasetInfo) -> None:
+    """Write what ``load_dataset_info`` reads (TFDS's own description: tasks/data/tfds_metadata.py), as a new file:
+    one already there may be a hard link into another artifact, which must not be written through."""
+    (Path(shard_dir) / TFPIPE_INFO_FILE).unlink(missing_ok=True)
+    info.save(shard_dir, TFPIPE_INFO_FILE)
 
 
 def decode_stored_image(encoded: bytes, image_format: str, shape: tuple[int, int, int]) -> np.ndarray:

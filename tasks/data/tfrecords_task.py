@@ -1,4 +1,6 @@
-"""TFRecord stage: deterministic, sharded, TFDS-named shards of every split, plus labels.txt."""
+"""TFRecord stage: deterministic, sharded, TFDS-named shards of every split, plus labels.txt, tfpipe's description
+of the examples (tasks/data/shards.py ``save_dataset_info``) and TFDS's (tasks/data/tfds_metadata.py), so
+``tfds.builder_from_directory`` loads the folder."""
 
 from __future__ import annotations
 
@@ -9,16 +11,18 @@ from typing import Any
 import luigi
 
 from tasks.data.imagedirs import load_assignment
-from tasks.data.shards import ShardSpec, write_split_shards
+from tasks.data.shards import ShardSpec, save_dataset_info, write_split_shards
+from tasks.data.tfds_metadata import write_tfds_metadata
 from tasks.formats.dataset_info import DatasetInfo, SplitInfo
 from tasks.formats.examples import load_split
 from tasks.formats.files import LABELS_FILE
+from tasks.formats.tfrecord import read_labels_txt
 from tasks.store.task import ArtifactTask
 
 
 class TFRecords(ArtifactTask):
     stage = "tfrecords"
-    version = 3
+    version = 4
     reads = ("decoded", "image_dirs")
     provides = "examples"
 
@@ -47,5 +51,7 @@ class TFRecords(ArtifactTask):
             )
             splits[split] = SplitInfo(int(len(rows)), tuple(files))
         shutil.copy(image_dirs / LABELS_FILE, out_dir / LABELS_FILE)
-        info.with_splits(splits, dataset=self.dataset, image_format=self.image_format).save(out_dir)
+        examples = info.with_splits(splits, dataset=self.dataset, image_format=self.image_format)
+        save_dataset_info(out_dir, examples)
+        write_tfds_metadata(out_dir, examples, read_labels_txt(out_dir / LABELS_FILE))
         return {"records": {split: s.count for split, s in splits.items()}}

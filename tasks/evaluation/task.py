@@ -10,6 +10,7 @@ from typing import Any
 import luigi
 import numpy as np
 
+from tasks.data.files import TFPIPE_INFO_FILE
 from tasks.data.split_sizes import check_split_sizes
 from tasks.evaluation.files import (
     CONFUSION_MATRIX_FILE,
@@ -18,7 +19,6 @@ from tasks.evaluation.files import (
     MISCLASSIFIED_FILE,
     REPORT_FILE,
 )
-from tasks.formats.dataset_info import DATASET_INFO_JSON
 from tasks.formats.files import LABELS_FILE
 from tasks.store.task import ArtifactTask
 from tasks.training.files import HISTORY_FILE, MODEL_FILE, TRAINING_CURVES_FILE
@@ -87,7 +87,7 @@ class Evaluate(ArtifactTask):
         metrics["examples"] = int(accumulator.examples)
         if metrics["examples"] != total:
             raise ValueError(f"{shards}: split {self.split!r} yielded {metrics['examples']} examples, "
-                             f"{DATASET_INFO_JSON} says {total}")
+                             f"{TFPIPE_INFO_FILE} says {total}")
         np.save(out_dir / CONFUSION_MATRIX_FILE, accumulator.confusion)
         pictures = {
             "Confusion matrix": plot_confusion_matrix(accumulator.confusion, class_names,

@@ -112,12 +112,13 @@ class Bottleneck(ArtifactTask):
     def build(self, out_dir: Path) -> dict[str, Any]:
         from models.backbones import feature_width, load_backbone_with_range
         from tasks.data.input_pipeline import AugmentConfig
+        from tasks.data.shards import load_dataset_info
         from tasks.features.extract import check_features_vary, extract, split_batches
 
         if self.feature_views < 0:
             raise ValueError(f"Bottleneck.feature_views must be >= 0, got {self.feature_views}")
         shards = self.input_dir("examples")
-        info = DatasetInfo.load(shards)
+        info = load_dataset_info(shards)
         if info.num_heads != 1:
             raise ValueError(f"{info.dataset}: bottleneck features train single-label heads; this set has "
                              f"{info.num_heads} heads")

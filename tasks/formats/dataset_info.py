@@ -1,7 +1,10 @@
 """``dataset_info.json``: the one typed description of a dataset artifact's examples. No Luigi.
 
-Decode, image-dirs and TFRecord artifacts all carry it: image shape, classes, heads, and per split the
-example count (plus, for TFRecords, the shard files; for image dirs, the decoded split it came from).
+Decode, image-dirs, TFRecord and bottleneck artifacts all carry it: image shape, classes, heads, and per split the
+example count (plus, for TFRecords, the shard files; for image dirs, the decoded split it came from). Decode,
+image-dirs and bottleneck artifacts keep it as ``dataset_info.json``; an examples artifact (TFRecord shards) keeps
+it under a name of its own (tasks/data/files.py), since TFDS reads its own description from ``dataset_info.json``
+there (tasks/data/tfds_metadata.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Any
 
 from tasks.formats.errors import FormatError
 
-DATASET_INFO_JSON = "dataset_info.json"  # image shape, classes, heads, per split the count (and shards)
+# Decode, image-dirs, bottleneck: image shape, classes, heads, per split the count. In a shard folder TFDS's
+# DatasetInfo proto JSON has this name.
+DATASET_INFO_JSON = "dataset_info.json"
 FOLDER_STYLES = ("name", "index")
 
 
@@ -60,17 +65,19 @@ class DatasetInfo:
                          for name, s in self.splits.items()}
         return raw
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, file_name: str = DATASET_INFO_JSON) -> None:
         text = json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
-        (Path(directory) / DATASET_INFO_JSON).write_text(text, encoding="utf-8")
+        (Path(directory) / file_name).write_text(text, encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: Path) -> DatasetInfo:
-        path = Path(directory) / DATASET_INFO_JSON
+    def load(cls, directory: Path, file_name: str = DATASET_INFO_JSON) -> DatasetInfo:
+        """The description in ``directory/file_name``; an examples artifact's: tasks/data/shards.py
+        ``load_dataset_info``."""
+        path = Path(directory) / file_name
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             splits = {name: SplitInfo(int(s["count"]), tuple(s.get("files", ())), s.get("source", ""))
                       for name, s in raw.pop("splits").items()}
             return cls(splits=splits, image_shape=tuple(raw.pop("image_shape")), **raw)
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise FormatError(f"unreadable dataset description ({error})", path=path) from error

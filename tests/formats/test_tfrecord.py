@@ -258,6 +258,7 @@ def test_split_batches_stream_the_split_in_file_order(tmp_path: Path) -> None:
         iter_shard_examples,
         iter_split_batches,
         load_split_arrays,
+        save_dataset_info,
         write_split_shards,
     )
     from tasks.formats.dataset_info import DatasetInfo, SplitInfo
@@ -268,7 +269,7 @@ def test_split_batches_stream_the_split_in_file_order(tmp_path: Path) -> None:
     labels = rng.integers(0, 5, 23).astype(np.int32)
     files = write_split_shards(tmp_path, "test", images, labels, encode_keys([f"k{i}" for i in range(23)]),
                                pixel_digests(images), np.arange(23), ShardSpec("t", num_shards=3))
-    DatasetInfo("t", (4, 4, 1), 5, splits={"test": SplitInfo(23, tuple(files))}).save(tmp_path)
+    save_dataset_info(tmp_path, DatasetInfo("t", (4, 4, 1), 5, splits={"test": SplitInfo(23, tuple(files))}))
     batches = list(iter_split_batches(tmp_path, "test", batch_size=10))
     assert [len(b[0]) for b in batches] == [10, 10, 3] and batches[0][1].shape == (10,)
     order = [int(key.decode()[1:]) for _, _, key in iter_shard_examples(tmp_path, "test")]

@@ -21,7 +21,8 @@ DEFAULTS = {"model": "mlp", "batch_size": 16, "learning_rate": 0.01, "target_ste
 
 
 def write_examples(directory: Path, splits: dict[str, int], classes: int = 3) -> DatasetInfo:
-    """A TFRecord artifact as the tfrecords stage leaves it: shards per split and dataset_info.json."""
+    """A TFRecord artifact as the tfrecords stage leaves it: shards per split and tfpipe_info.json."""
+    from tasks.data.shards import save_dataset_info
     from tests.data.test_input_pipeline import write_shards
 
     directory.mkdir(parents=True)
@@ -32,7 +33,7 @@ def write_examples(directory: Path, splits: dict[str, int], classes: int = 3) ->
         paths = write_shards(directory, images, np.arange(count) % classes, split=split)
         infos[split] = SplitInfo(count, tuple(Path(p).name for p in paths))
     info = DatasetInfo("toy", SHAPE, classes, splits=infos)
-    info.save(directory)
+    save_dataset_info(directory, info)
     return info
 
 
