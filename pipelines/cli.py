@@ -1,4 +1,4 @@
-"""The ``tfpipe`` command: run, status, explain, predict.
+"""The ``tfpipe`` command: run, status, explain, history, compare, predict, ...
 
 Each command is a module of pipelines/commands/ (``add_parser`` declares its flags, ``run`` does it); this
 module assembles the parser and dispatches. ``status`` and ``explain`` only read manifests and stat sources:
@@ -14,13 +14,13 @@ from collections.abc import Sequence
 
 from luigi.task_register import Register
 
-from pipelines.commands import explain, gc, history, member, params, predict, run, status
+from pipelines.commands import compare, explain, gc, history, member, params, predict, run, status
 from pipelines.commands.common import EXPECTED_ERRORS, configure, print_error
 from pipelines.stages import register_wrappers
 from tasks.runtime.quiet import quiet_output
 
 # In the order ``tfpipe --help`` lists them.
-COMMANDS = (run, status, explain, history, gc, member, params, predict)
+COMMANDS = (run, status, explain, history, compare, gc, member, params, predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
