@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCT_ROOTS = ("pipelines", "tasks", "models")
 # tasks/<room>, lowest first: a room may import its own rank or lower ones.
 ROOM_RANKS = {"formats": 0, "runtime": 0, "store": 1, "sources": 2, "datasets": 3, "data": 4, "datacheck": 5,
-              "features": 6, "training": 7, "evaluation": 8, "export": 9}
+              "features": 6, "training": 7, "evaluation": 8, "export": 9, "modelcard": 9}
 MAX_MODULES_PER_FOLDER = 12
 MAX_LINES_PER_FOLDER = 2500
 
