@@ -21,7 +21,7 @@ from pipelines import cli
 from tests.conftest import CAPTCHA_TINY, REPO, isolated_luigi_config
 
 TINY = list(CAPTCHA_TINY)  # 160 captchas, two epochs, batches of 32
-STAGES = ("generate", "decode", "imagedirs", "tfrecords", "train", "evaluate", "freeze")
+STAGES = ("generate", "decode", "imagedirs", "tfrecords", "datacheck", "train", "evaluate", "freeze")
 
 
 def artifact_dirs(root: Path, stage: str) -> list[Path]:
@@ -87,7 +87,7 @@ def test_finished_pipeline_reruns_as_no_op(tiny_run: Path, capsys: pytest.Captur
     assert {p: (p / "MANIFEST.json").stat().st_mtime_ns for p in stamps} == stamps
     assert sum(len(artifact_dirs(tiny_run, s)) for s in STAGES) == len(STAGES)
     [line] = capsys.readouterr().out.strip().splitlines()  # one line, naming what the run ends with
-    assert line.startswith("tfpipe: captcha up to date: all 7 stages done")
+    assert line.startswith("tfpipe: captcha up to date: all 8 stages done")
     printed = dict(part.split(": ", 1) for part in line.split(" (", 1)[1].rstrip(")").split(", "))
     assert Path(printed["report"]) == (only(tiny_run, "evaluate") / "report.html").resolve()
     assert Path(printed["model"]) == only(tiny_run, "freeze").resolve()

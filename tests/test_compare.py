@@ -296,8 +296,9 @@ def test_a_real_captcha_run_against_its_own_evaluate_artifact(captcha_tiny_run: 
     """The session's captcha run (a copy of its root): its record and manifests as `tfpipe run` wrote them."""
     root = tmp_path / "copy"
     shutil.copytree(captcha_tiny_run[0], root, symlinks=True)
-    [record] = [json.loads(line) for line in (root / "runs" / "captcha.jsonl").read_text().splitlines()]
-    [evaluate] = list((root / "evaluate").iterdir())
+    # The fixture's run first (other tests may rerun the shared root as a no-op, adding records after it).
+    record = json.loads((root / "runs" / "captcha.jsonl").read_text().splitlines()[0])
+    [evaluate] = [p for p in (root / "evaluate").iterdir() if not p.name.startswith(".")]
     result = compare_json(root, record["run_id"], str(evaluate), capsys=capsys)
     assert result["a"]["exit_code"] == 0 and result["b"]["pipeline"] == "captcha"
     assert result["parameters"]["differ"] == {} and len(result["parameters"]["equal"]) > 20

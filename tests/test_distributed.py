@@ -25,13 +25,13 @@ TRAIN = ["--set", "Train.model=mlp", "--set", "Train.epochs=3", "--set", "Train.
 
 @pytest.fixture(scope="module")
 def prebuilt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(a Fashion-MNIST-format source, an artifact root with its stages up to TFRecords built)."""
+    """(a Fashion-MNIST-format source, an artifact root with its stages up to the data check built)."""
     from tests.conftest import isolated_luigi_config
 
     base = tmp_path_factory.mktemp("distributed")
     write_fake_mnist(base / "src", n_train=600, n_test=200, gzip=False, fashion=True, seed=2)
     with isolated_luigi_config(base / "artifacts"):
-        assert cli.main(["run", "fashion_mnist", "--source", str(base / "src"), "--until", "tfrecords",
+        assert cli.main(["run", "fashion_mnist", "--source", str(base / "src"), "--until", "datacheck",
                          "--artifacts", str(base / "artifacts")]) == 0
     return base / "src", base / "artifacts"
 

@@ -87,5 +87,5 @@ def test_gc_during_a_run_removes_nothing_it_uses(tmp_path: Path) -> None:
     assert gc.returncode == 0, gc.stderr
     _, err = training.communicate(timeout=600)
     assert training.returncode == 0, err[-3000:]
-    for stage in ("download", "decode", "imagedirs", "tfrecords", "train", "evaluate", "freeze"):
+    for stage in ("download", "decode", "imagedirs", "tfrecords", "datacheck", "train", "evaluate", "freeze"):
         assert [p for p in (root / stage).glob("*-*") if not p.name.startswith(".")], stage

@@ -19,7 +19,7 @@ from tasks.datacheck.files import DATACHECK_FILE
 from tasks.datacheck.policies import FAIL
 from tasks.datacheck.task import DataCheck
 from tasks.store.layout import REPORTS_DIR
-from tasks.store.runlog import read_runs
+from tasks.store.runlog import runs_newest_first
 from tasks.store.task import ArtifactTask, opened_root
 
 DRIFT_REPORTS = f"{REPORTS_DIR}/drift"  # reports/drift/<name>/<run id>.html: a run's data report with its drift
@@ -32,21 +32,24 @@ def datacheck_node(nodes: Sequence[ArtifactTask]) -> DataCheck | None:
 def previous_summary(name: str, source: str) -> dict[str, Any] | None:
     """The data summary of the last successful run of ``name`` from the same ``source`` that checked its data (a run
     stopped by drift is no baseline: the next run is compared with the last good one again)."""
-    for record in reversed(read_runs(run_log_holder(), name)):
+    for record in runs_newest_first(run_log_holder(), name):
         if record.get("data_summary") and record.get("source_location", "") == source and not record["exit_code"]:
             return dict(record["data_summary"])
     return None
 
 
 def judge_drift(args: argparse.Namespace, name: str, nodes: Sequence[ArtifactTask]) -> dict[str, Any] | None:
-    """This run's drift (None when the run did not check its data, or no earlier run did), printed; ``failed``
-    says whether ``DataCheck.on_drift=fail`` stops the run."""
+    """This run's drift, printed; ``failed`` says whether ``DataCheck.on_drift=fail`` stops the run. None when the run
+    does not check its data (yet), when no earlier run did, or when the data is the baseline's own (the same data
+    check artifact: nothing can have drifted, and nothing more is read)."""
     node = datacheck_node(nodes)
-    if node is None or not node.complete():
+    if node is None:
+        return None
+    previous = previous_summary(name, args.source or "")
+    if previous is None or previous.get("datacheck") == node.artifact_key or not node.complete():
         return None
     current = node.output().manifest().get("data_summary")
-    previous = previous_summary(name, args.source or "")
-    if not current or previous is None:
+    if not current:
         return None
     drift = compare_summaries(previous, current, node.drift_thresholds())
     drift["failed"] = bool(drift["warnings"]) and node.on_drift == FAIL

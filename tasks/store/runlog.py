@@ -67,6 +67,17 @@ def read_runs(root: Path | Bucket, name: str) -> list[dict[str, Any]]:
     return runs
 
 
+def runs_newest_first(root: Path | Bucket, name: str) -> Iterator[dict[str, Any]]:
+    """The recorded runs of ``name``, newest first; on a bucket each run's object is read only when reached (a caller
+    looking for the last run of some kind reads one or two objects, not the whole history)."""
+    if isinstance(root, Path | str):
+        yield from reversed(read_runs(root, name))
+        return
+    for relative in reversed(root.list(f"{RUNS_DIR}/{name}")):
+        with contextlib.suppress(ValueError, TypeError):
+            yield json.loads(root.read(relative) or b"")
+
+
 def _read_bucket_runs(bucket: Bucket, name: str) -> list[dict[str, Any]]:
     runs = []
     for relative in bucket.list(f"{RUNS_DIR}/{name}"):  # object names start with the UTC time: sorted = oldest first

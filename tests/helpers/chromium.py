@@ -22,7 +22,8 @@ def browser() -> str:
     pytest.skip("no headless Chromium on this machine (apt-get install -y chromium)")
 
 
-def screenshot(page: Path, picture: Path, *, width: int = 1200, height: int = 2400, timeout_s: float = 60) -> np.ndarray:
+def screenshot(page: Path, picture: Path, *, width: int = 1200, height: int = 2400,
+               timeout_s: float = 60) -> np.ndarray:
     """``page`` rendered to ``picture`` (PNG); its pixels, RGB."""
     command = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                f"--window-size={width},{height}", f"--screenshot={picture}", Path(page).resolve().as_uri()]

@@ -152,10 +152,10 @@ def test_a_whole_pipeline_on_a_bucket_then_a_no_op_rerun_and_status_in_few_reque
     assert cli.main(["run", "captcha", "--artifacts", root, *CAPTCHA_TINY]) == 0
     printed = capsys.readouterr().out
     stages = [line.split() for line in printed.splitlines() if line.startswith("  ")]
-    assert len(stages) == 7 and all(url.startswith(f"{root}/{stage}/") for stage, url in stages), printed
+    assert len(stages) == 8 and all(url.startswith(f"{root}/{stage}/") for stage, url in stages), printed
     objects = bucket_env.client().list_objects_v2(Bucket=bucket_env.bucket, Prefix="pipeline/")["Contents"]
     manifests = [o["Key"] for o in objects if o["Key"].endswith("/MANIFEST.json")]
-    assert len(manifests) == 7
+    assert len(manifests) == 8
     assert not (tmp_path / "artifacts").exists() and not (tmp_path / "s3:").exists(), "nothing local but the mirror"
     freeze = json.loads(bucket_env.client().get_object(
         Bucket=bucket_env.bucket, Key=next(m for m in manifests if "/freeze/" in m))["Body"].read())

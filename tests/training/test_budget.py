@@ -71,6 +71,7 @@ def test_split_label_counts_reads_the_labels_without_tensorflow(tmp_path) -> Non
     import subprocess
     import sys
 
+    from tasks.data.shards import save_dataset_info
     from tasks.formats.dataset_info import DatasetInfo, SplitInfo
     from tasks.formats.tfrecord import TFRecordWriter, encode_example
 
@@ -80,7 +81,8 @@ def test_split_label_counts_reads_the_labels_without_tensorflow(tmp_path) -> Non
         with TFRecordWriter(tmp_path / name) as writer:
             for label in labels[index::2]:
                 writer.write(encode_example({"image/encoded": b"\0", "image/class/label": (label,)}))
-    DatasetInfo("toy", (1, 1, 1), 5, splits={"train": SplitInfo(len(labels), tuple(names))}).save(tmp_path)
+    info = DatasetInfo("toy", (1, 1, 1), 5, splits={"train": SplitInfo(len(labels), tuple(names))})
+    save_dataset_info(tmp_path, info)
     script = ("import sys; from pathlib import Path; from tasks.data.shards import split_label_counts; "
               f"print(split_label_counts(Path({str(tmp_path)!r}), 'train', 5)); "
               "print('tensorflow' in sys.modules)")
