@@ -110,8 +110,15 @@ def fetch_model(url: str, cache: str = "", cache_max_gb: float = 50.0) -> Path:
             raise FileNotFoundError(f"{target.url}: no such published version "
                                     f"(no {bucket.url(version_prefix(target.name, version))}/{PUBLISH_RECORD_FILE})")
         record = found
-    local = opened.local / PUBLISHED_DIR / target.name / str(version)
-    return fetch_version(bucket, version_prefix(target.name, version), record, local)
+    return fetch_published(bucket, target.name, version, record, opened.local)
+
+
+def fetch_published(bucket: Bucket, name: str, version: int, record: dict[str, Any], mirror: Path) -> Path:
+    """Version ``version`` of ``name`` (its ``publish.json`` is ``record``) in the root's local ``mirror``, at
+    ``published/<name>/<version>/``: as `fetch_version` keeps or downloads it. The publish gate reads the version
+    it compares with through here too."""
+    local = Path(mirror) / PUBLISHED_DIR / name / str(version)
+    return fetch_version(bucket, version_prefix(name, version), record, local)
 
 
 def fetch_version(bucket: Bucket, prefix: str, record: dict[str, Any], local: Path) -> Path:

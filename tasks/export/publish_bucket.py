@@ -10,13 +10,15 @@ the root:
    relative prefix, ``freeze/Freeze-<key>``: what ``tfpipe gc`` keeps), ``published_at``, and ``files``: every
    file of the version with its size and sha256 (``tfpipe predict`` verifies its download by them).
 2. The version's files are uploaded: the SavedModel's files at the top (``variables/...``, ``fingerprint.pb``,
-   ``assets/...``), ``labels.txt``, ``frozen_graph.pb`` and ``frozen_graph.json`` beside them, and
+   ``assets/...``), ``labels.txt``, ``frozen_graph.pb``, ``frozen_graph.json`` and the publisher's extra files
+   (the content keys of the examples the model trained on, ``trained_on_sha256.txt``) beside them, and
    ``saved_model.pb`` **last**: a version is whole once its ``saved_model.pb`` exists, so a server polling
    ``published/<name>/`` (TF Serving's ``model_base_path``) never loads half a model.
 3. ``published/<name>/current``, the version in service, is a small JSON object, ``{"version": 3}``, replaced
-   only by a conditional write: ``If-Match`` the ETag read with the current version (whose ``publish.json`` the
-   gate compared against), or ``If-None-Match: *`` before the first publish. When another publisher moved it
-   meanwhile, its new version's record is read and the gate judged again; a version that loses (the gate now
+   only by a conditional write: ``If-Match`` the ETag read with the current version (the one the gate compared
+   against), or ``If-None-Match: *`` before the first publish. When another publisher moved it meanwhile, the
+   gate is judged again against its new version (the Publish stage fetches each version it compares with into
+   the host's cache, tasks/export/fetch_model.py); a version that loses (the gate now
    refuses it, or a newer version is current already) is withdrawn, ``saved_model.pb`` deleted first, so every
    whole version on the bucket was ``current`` once.
 
@@ -157,21 +159,27 @@ def read_current(bucket: Bucket, name: str) -> Current | None:
 
 # ---- publishing ---------------------------------------------------------------------------------------------
 def publish(bucket: Bucket, name: str, frozen: Path, *, record: Mapping[str, Any],
-            judge: Callable[[float | None], str]) -> dict[str, Any]:
+            judge: Callable[[Current | None], str],
+            extra_files: Callable[[int], Mapping[str, Path]] | None = None) -> dict[str, Any]:
     """Publish the freeze artifact at ``frozen`` (this host's copy) as the next version of ``name`` when
-    ``judge(the current version's value, or None)`` returns '' (else its reason is the refusal).
+    ``judge(the current version, or None)`` returns '' (else its reason is the refusal).
 
     ``record`` holds the fields of ``publish.json`` besides version, time and files (metric, value,
-    freeze_artifact). Returns the decision: ``published``, ``published_version`` or ``reason``, and the
-    ``current_version`` / ``current_value`` it was judged against.
+    freeze_artifact); ``extra_files(version)``, called once the gate lets the model pass (again for another
+    number if a racing publisher took that one), names further files of the version (relative path -> this
+    host's file). Returns the decision: ``published``, ``published_version`` or
+    ``reason``, and the ``current_version`` / ``current_value`` it was judged against.
     """
     current = read_current(bucket, name)
     decision = _judged(current, judge)
     if not decision["published"]:
         return decision
-    files = version_files(frozen)
-    version = claim_version(bucket, name, (current.version if current else 0) + 1,
-                            {**record, FILES_FIELD: file_entries(files)})
+    model_files = version_files(frozen)
+
+    def files_of(version: int) -> dict[str, Path]:
+        return {**model_files, **(extra_files(version) if extra_files else {})}
+
+    version, files = claim_version(bucket, name, (current.version if current else 0) + 1, record, files_of)
     upload_version(bucket, name, version, files)
     for _ in range(MAX_MOVES):
         if bucket.replace(current_object(name), pointer_bytes(version), current.tag if current else None):
@@ -191,9 +199,9 @@ def publish(bucket: Bucket, name: str, frozen: Path, *, record: Mapping[str, Any
                   f"version {version} is uploaded but not current")
 
 
-def _judged(current: Current | None, judge: Callable[[float | None], str]) -> dict[str, Any]:
+def _judged(current: Current | None, judge: Callable[[Current | None], str]) -> dict[str, Any]:
     value = current.value if current else None
-    reason = judge(value)
+    reason = judge(current)
     decision: dict[str, Any] = {"current_version": current.version if current else None, "current_value": value,
                                 "published": not reason}
     if reason:
@@ -201,12 +209,16 @@ def _judged(current: Current | None, judge: Callable[[float | None], str]) -> di
     return decision
 
 
-def claim_version(bucket: Bucket, name: str, first: int, record: Mapping[str, Any]) -> int:
-    """The first free version number from ``first`` on, claimed by creating its ``publish.json``."""
+def claim_version(bucket: Bucket, name: str, first: int, record: Mapping[str, Any],
+                  files_of: Callable[[int], dict[str, Path]]) -> tuple[int, dict[str, Path]]:
+    """The first free version number from ``first`` on, claimed by creating its ``publish.json`` (which lists the
+    version's files, ``files_of(number)``: a model card names its version); the number and its files."""
     for version in range(first, first + MAX_CLAIMS):
-        full = {**record, "version": version, "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        files = files_of(version)
+        full = {**record, FILES_FIELD: file_entries(files), "version": version,
+                "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if bucket.create(record_object(name, version), json.dumps(full, indent=2, sort_keys=True).encode("utf-8")):
-            return version
+            return version, files
     raise OSError(f"{bucket.url(name_prefix(name))}: versions {first} to {first + MAX_CLAIMS - 1} are all taken")
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from pipelines import cli
 from tasks.export.fetch_model import fetch_model, parse_model_url
-from tasks.export.publish_bucket import current_object, publish, read_current, record_object
+from tasks.export.publish_bucket import Current, current_object, publish, read_current, record_object
 from tasks.store.bucket import Bucket
 from tasks.store.opened import forget_opened, open_root
 from tasks.store.roots import parse_root
@@ -74,14 +74,19 @@ def _frozen(folder: Path, weights: bytes = b"weights") -> Path:
     return folder
 
 
-def _publish(bucket: Bucket, name: str, frozen: Path, value: float, current_seen: list[float | None] | None = None,
-             tolerance: float = 0.0) -> dict[str, Any]:
-    from tasks.export.publish_task import gate
+def value_gate(value: float, current: Current | None) -> str:
+    """A gate on the stored values alone (these fake models cannot be run): refuse a model worse than current."""
+    if current is not None and value < current.value:
+        return f"metric {value:.4f} is worse than the current model's {current.value:.4f}"
+    return ""
 
-    def judge(current: float | None) -> str:
+
+def _publish(bucket: Bucket, name: str, frozen: Path, value: float,
+             current_seen: list[float | None] | None = None) -> dict[str, Any]:
+    def judge(current: Current | None) -> str:
         if current_seen is not None:
-            current_seen.append(current)
-        return gate(value, current, tolerance=tolerance, floor=0.0)
+            current_seen.append(current.value if current else None)
+        return value_gate(value, current)
 
     return publish(bucket, name, frozen, judge=judge,
                    record={"metric": "top1_accuracy", "value": value, "freeze_artifact": "freeze/Freeze-0123456789ab"})
@@ -176,16 +181,14 @@ def test_a_taken_number_is_skipped_and_a_stale_etag_cannot_move_current(s3: Any,
 
 def _racing_judge(bucket: Bucket, name: str, other: Path, other_value: float, value: float) -> Callable[..., str]:
     """A judge that, the first time it is asked, lets another publisher publish ``other`` (it claims the next
-    number and moves current first), then judges ``value`` as the gate does."""
-    from tasks.export.publish_task import gate
-
+    number and moves current first), then judges ``value`` by `value_gate`."""
     asked: list[float | None] = []
 
-    def judge(current: float | None) -> str:
-        asked.append(current)
+    def judge(current: Current | None) -> str:
+        asked.append(current.value if current else None)
         if len(asked) == 1:
             _publish(Bucket(bucket.location), name, other, other_value)
-        return gate(value, current, tolerance=0.0, floor=0.0)
+        return value_gate(value, current)
 
     judge.asked = asked  # type: ignore[attr-defined]
     return judge
@@ -394,9 +397,16 @@ def test_a_second_publish_makes_version_2_and_moves_current(trained: dict[str, A
     with isolated_luigi_config(Path("unused")):
         forget_opened()
         assert cli.main(["run", "images", "--source", str(trained["photos"]), "--artifacts", trained["root"],
-                         "--publish", *TRAIN, "--set", "Train.epochs=6", "--set", "Publish.tolerance=1.0"]) == 0
+                         "--publish", *TRAIN, "--set", "Train.epochs=6", "--set", "Publish.significance=0"]) == 0
     assert "published images version 2" in capsys.readouterr().out
     assert _pointer(bucket, "images") == {"version": 2}
+    # Compared with version 1 first, fetched into this host's cache with the list of what it trained on.
+    decisions = [json.loads(path.read_text())
+                 for path in (trained["mirror"] / "publish").glob("Publish-*/publish.json")]
+    comparison = next(d for d in decisions if d.get("published_version") == 2)["comparison"]
+    assert comparison["champion_version"] == 1 and comparison["trained_on_known"] is True
+    assert comparison["left_out"] == {"trained_on": 0, "unknown_class": 0} and comparison["examples"] > 10
+    assert (trained["mirror"] / "published" / "images" / "1" / "trained_on_sha256.txt").is_file()
     assert bucket.replace(current_object("images"), b'{"version": 1}', tag) is False, "a stale ETag"
     record = json.loads(bucket.read(record_object("images", 2)) or b"")
     assert record["version"] == 2 and record["freeze_artifact"] != json.loads(
