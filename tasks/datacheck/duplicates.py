@@ -3,13 +3,18 @@ hash. Plain numpy (no Luigi, no TensorFlow).
 
 Every example carries the sha256 of its decoded pixels, so grouping equal pixels is a sort. Near duplicates are
 pairs in different splits whose 64-bit pHashes differ in at most ``distance`` bits; they are found by
-multi-index hashing (the hash cut into ``distance + 1`` pieces: two hashes that close agree exactly on one piece
-at least), which compares only the pairs that share a piece: far less than every pair.
+multi-index hashing: the hash is cut into ``distance + k`` pieces, so two hashes that close agree exactly on ``k``
+pieces at least, and only the pairs that agree on some ``k`` pieces are compared: far less than every pair. ``k``
+grows with the number of examples (``agreeing_pieces``), so the pairs that agree by chance stay few instead of
+growing with the square of the examples.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +22,10 @@ import numpy as np
 
 HASH_BITS = 64
 BLOCK_PAIRS = 4_000_000  # candidate pairs compared per numpy step (bounds memory)
+MAX_AGREEING_PIECES = 3  # beyond this, the choices to sort by (C(distance + k, k)) cost more than they save
+SEARCH_THREADS = 2  # choices of pieces searched at once
+COMPARE_COST = 8.0  # one compared pair against one step of a sort per example (measured: ~90 ns and ~8 ns)
+Pieces = tuple[tuple[int, int], ...]  # (shift, width) pieces of a hash
 
 
 @dataclass(frozen=True)
@@ -102,9 +111,16 @@ def near_duplicate_pairs(hashes: np.ndarray, split_of: np.ndarray, distance: int
     if distance < 0 or distance >= HASH_BITS:
         raise ValueError(f"near-duplicate distance must be in [0, {HASH_BITS - 1}] bits, got {distance}")
     candidates = np.flatnonzero(~ignore) if ignore is not None else np.arange(len(hashes))
+    choices = piece_choices(distance, agreeing_pieces(distance, len(candidates)))
+
+    def pairs_agreeing_on(pieces: Pieces) -> list[np.ndarray]:
+        return _pairs_agreeing_on(hashes, split_of, candidates, pieces, distance)
+
     found: list[np.ndarray] = []
-    for piece in _hash_pieces(distance):
-        found.extend(_pairs_sharing_piece(hashes, split_of, candidates, piece, distance))
+    # The choices are independent sorts (numpy sorts without the GIL): SEARCH_THREADS at once.
+    with ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="near-duplicates") as pool:
+        for agreeing in pool.map(pairs_agreeing_on, choices):
+            found.extend(agreeing)
     if not found:
         return np.zeros((0, 3), dtype=np.int64)
     pairs = np.unique(np.concatenate(found), axis=0)
@@ -113,23 +129,66 @@ def near_duplicate_pairs(hashes: np.ndarray, split_of: np.ndarray, distance: int
     return pairs
 
 
-def _hash_pieces(distance: int) -> list[tuple[int, int]]:
-    """``distance + 1`` (shift, width) pieces covering the 64 bits."""
-    count = distance + 1
+def hash_pieces(count: int) -> list[tuple[int, int]]:
+    """``count`` (shift, width) pieces covering the 64 bits, their widths differing by one at most."""
     bounds = np.linspace(0, HASH_BITS, count + 1).astype(int)
     return [(int(bounds[i]), int(bounds[i + 1] - bounds[i])) for i in range(count)]
 
 
-def _pairs_sharing_piece(hashes: np.ndarray, split_of: np.ndarray, candidates: np.ndarray, piece: tuple[int, int],
-                         distance: int) -> list[np.ndarray]:
-    shift, width = piece
-    values = (hashes[candidates] >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-    order = np.argsort(values, kind="stable")
-    ordered, members = values[order], candidates[order]
+def agreeing_pieces(distance: int, examples: int) -> int:
+    """How many pieces two hashes must agree on (``k``), the cheapest by an estimate of the work: every choice of
+    ``k`` pieces is a sort of the examples (about log2(examples) steps each), and the pairs agreeing on them by
+    chance (uniform hashes: examples / 2**bits per example) are compared, each costing ``COMPARE_COST`` steps. With
+    the default 4 bits: ``k`` = 1 (5 choices of 12-13 bits) up to ~14,000 examples, 2 (15 choices of 21-22 bits) up
+    to ~4 million, then 3."""
+    steps = math.log2(max(examples, 2))
+
+    def work(k: int) -> float:
+        narrowest = sum(sorted(width for _, width in hash_pieces(distance + k))[:k])
+        return math.comb(distance + k, k) * (steps + COMPARE_COST * examples / 2.0**narrowest)
+
+    return min(range(1, min(MAX_AGREEING_PIECES, HASH_BITS - distance) + 1), key=work)
+
+
+def piece_choices(distance: int, agreeing: int) -> list[Pieces]:
+    """Every choice of ``agreeing`` pieces out of ``distance + agreeing``: of those pieces, two hashes within
+    ``distance`` bits differ in ``distance`` at most, so they agree exactly on the pieces of one choice at least."""
+    return list(itertools.combinations(hash_pieces(distance + agreeing), agreeing))
+
+
+def agreement_keys(hashes: np.ndarray, pieces: Pieces) -> tuple[np.ndarray, int]:
+    """The bits of ``pieces`` of each hash, side by side in the low bits of a uint64; and how many bits they are."""
+    keys = np.zeros(len(hashes), dtype=np.uint64)
+    for shift, width in pieces:
+        keys = (keys << np.uint64(width)) | ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1))
+    return keys, sum(width for _, width in pieces)
+
+
+def radix_order(keys: np.ndarray, bits: int) -> np.ndarray:
+    """The order that sorts ``keys`` (each below 2**bits): stable sorts by 16-bit digits, the lowest first. numpy
+    sorts uint16 by counting, several times faster than a comparison sort of 64-bit values."""
+    order = np.argsort((keys & np.uint64(0xFFFF)).astype(np.uint16), kind="stable")
+    for shift in range(16, bits, 16):
+        digits = ((keys[order] >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.uint16)
+        order = order[np.argsort(digits, kind="stable")]
+    return order
+
+
+def _pairs_agreeing_on(hashes: np.ndarray, split_of: np.ndarray, candidates: np.ndarray, pieces: Pieces,
+                       distance: int) -> list[np.ndarray]:
+    keys, bits = agreement_keys(hashes[candidates], pieces)
+    order = radix_order(keys, bits)
+    ordered = keys[order]
+    same = ordered[1:] == ordered[:-1]
+    if not same.any():
+        return []
+    # Only the runs of two or more equal keys make pairs (with wide keys, few examples are in one).
+    in_run = np.r_[same, False] | np.r_[False, same]
+    ordered, members = ordered[in_run], candidates[order[in_run]]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     sizes = np.diff(np.r_[starts, len(ordered)])
     found = []
-    # Pairs of positions k, k + gap inside one run of equal pieces, one gap at a time: vectorised over all runs.
+    # Pairs of positions k, k + gap inside one run of equal keys, one gap at a time: vectorised over all runs.
     # ``active`` shrinks to the positions whose run is longer than the gap: the work is the number of pairs.
     run_end = np.repeat(starts + sizes, sizes)
     active = np.flatnonzero(sizes[np.repeat(np.arange(len(sizes)), sizes)] > 1)

@@ -1,5 +1,5 @@
 """One pass over a split's decoded pixels: per-image mean and spread, per-channel statistics, perceptual hashes.
-Plain numpy (no Luigi, no TensorFlow).
+numpy and OpenCV (no Luigi, no TensorFlow).
 
 The examples are read where the decode stage left them (memory-mapped arrays, a chunk of rows at a time), in the
 rows the image-dirs stage assigned to each split: the same pixels the TFRecord shards hold, without parsing them.
@@ -8,12 +8,17 @@ rows the image-dirs stage assigned to each split: the same pixels the TFRecord s
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
-CHUNK_ROWS = 4096
+CHUNK_BYTES = 1 << 20  # pixels scanned at once by one thread (its reused work arrays hold ~5x this)
+SCAN_THREADS = 2  # chunks scanned at once
+EXACT_SQUARES = 2**24 // 255**2  # 258 squares of uint8 values sum below 2**24: exactly, in float32
 HASH_SIDE = 32  # images are reduced to 32x32 grey, then to the 8x8 lowest frequencies of their DCT (pHash)
 HASH_FREQUENCIES = 8
 
@@ -61,6 +66,29 @@ class PixelScan:
         return {"mean": [round(float(v), 4) for v in mean], "std": [round(float(v), 4) for v in np.sqrt(variance)],
                 "min": [int(v) for v in self.channel_min], "max": [int(v) for v in self.channel_max]}
 
+    def add(self, where: slice, chunk: ChunkScan) -> None:
+        """A chunk's per-image values into their rows, its per-channel sums and extremes into the totals."""
+        self.image_mean[where] = chunk.image_mean
+        self.image_std[where] = chunk.image_std
+        self.phash[where] = chunk.phash
+        self.channel_sum += chunk.channel_sum
+        self.channel_sum_sq += chunk.channel_sum_sq
+        self.channel_min = np.minimum(self.channel_min, chunk.channel_min)
+        self.channel_max = np.maximum(self.channel_max, chunk.channel_max)
+
+
+@dataclass(frozen=True)
+class ChunkScan:
+    """One chunk of rows' share of a ``PixelScan``: per image, its values; per channel, exact integer sums."""
+
+    image_mean: np.ndarray  # (n,) float32
+    image_std: np.ndarray  # (n,) float32
+    phash: np.ndarray  # (n,) uint64
+    channel_sum: np.ndarray  # (C,) uint64
+    channel_sum_sq: np.ndarray  # (C,) uint64
+    channel_min: np.ndarray  # (C,) uint8
+    channel_max: np.ndarray  # (C,) uint8
+
 
 def area_matrix(size: int, target: int) -> np.ndarray:
     """(target, size): each output sample the mean of the input samples its cell covers (area resampling)."""
@@ -99,35 +127,100 @@ class HashProjection:
     def hashes(self, grey: np.ndarray) -> np.ndarray:
         """(N,) uint64: bit set where a frequency's coefficient is above the image's median (imagehash's pHash)."""
         coefficients = (self.left @ grey @ self.right.T).reshape(len(grey), -1)
-        bits = coefficients > np.median(coefficients, axis=1, keepdims=True)
+        bits = coefficients > row_medians(coefficients)
         return np.packbits(bits, axis=1).view(">u8").reshape(len(grey)).astype(np.uint64)
 
 
 def scan_pixels(split: SplitExamples, progress: ProgressFn | None = None) -> PixelScan:
-    """Per-image mean, spread and hash, and per-channel statistics of a split, a chunk of rows at a time."""
+    """Per-image mean, spread and hash, and per-channel statistics of a split, a chunk of rows at a time,
+    ``SCAN_THREADS`` chunks at once (numpy releases the GIL in the copies, sums and products)."""
     height, width, channels = split.images.shape[1:]
     projection = HashProjection.for_shape(height, width)
     count = len(split)
     scan = PixelScan(np.zeros(count, np.float32), np.zeros(count, np.float32), np.zeros(count, np.uint64),
                      np.zeros(channels), np.zeros(channels), np.full(channels, 255), np.zeros(channels),
                      count * height * width)
-    for start in range(0, count, CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, count)
-        pixels = np.asarray(split.images[split.rows[start:stop]])
-        _scan_chunk(scan, slice(start, stop), pixels, projection)
-        if progress:
-            progress(stop - start)
+    rows_per_chunk = max(1, CHUNK_BYTES // (height * width * channels))
+    if count and not (0 <= split.rows.min() and split.rows.max() < len(split.images)):
+        raise ValueError(f"split {split.name!r}: rows outside its source split's {len(split.images)} examples")
+    local = threading.local()
+
+    def scan_rows(start: int) -> ChunkScan:
+        if not hasattr(local, "work"):
+            local.work = ChunkWork(min(rows_per_chunk, count), (height, width, channels))
+        rows = split.rows[start:start + rows_per_chunk]
+        pixels = local.work.pixels[:len(rows)]
+        # The rows are checked above: "clip" (which never clips them) copies straight into ``pixels``.
+        np.take(split.images, rows, axis=0, out=pixels, mode="clip")
+        return _scan_chunk(pixels, projection, local.work)
+
+    starts = range(0, count, rows_per_chunk)
+    with ThreadPoolExecutor(max_workers=SCAN_THREADS, thread_name_prefix="datacheck-scan") as pool:
+        for start, chunk in zip(starts, pool.map(scan_rows, starts), strict=True):
+            scan.add(slice(start, start + len(chunk.phash)), chunk)
+            if progress:
+                progress(len(chunk.phash))
     return scan
 
 
-def _scan_chunk(scan: PixelScan, where: slice, pixels: np.ndarray, projection: HashProjection) -> None:
-    values = pixels.astype(np.float32).reshape(len(pixels), -1, pixels.shape[-1])
-    flat = values.reshape(len(pixels), -1)
-    scan.image_mean[where] = flat.mean(axis=1)
-    scan.image_std[where] = flat.std(axis=1)
-    scan.channel_sum += values.sum(axis=(0, 1), dtype=np.float64)
-    scan.channel_sum_sq += np.square(values, dtype=np.float64).sum(axis=(0, 1))
-    scan.channel_min = np.minimum(scan.channel_min, pixels.min(axis=(0, 1, 2)))
-    scan.channel_max = np.maximum(scan.channel_max, pixels.max(axis=(0, 1, 2)))
-    grey = values.mean(axis=2).reshape(pixels.shape[:3])
-    scan.phash[where] = projection.hashes(grey)
+class ChunkWork:
+    """One scanning thread's work arrays, reused chunk after chunk: memory a process touches for the first time is
+    slow to fault in on a VM (docs/PERFORMANCE.md), and a chunk's temporaries allocated afresh are new memory."""
+
+    def __init__(self, rows: int, image_shape: tuple[int, int, int]) -> None:
+        height, width, channels = image_shape
+        self.pixels = np.empty((rows, height, width, channels), np.uint8)
+        self.planes = np.empty((channels, rows, height * width), np.uint8)
+        self.squares = np.empty((rows, height * width), np.uint16)
+        self.grey = np.empty((rows, height, width), np.float32)
+        # The longest run of a plane's rows whose squares float32 sums exactly: a divisor of the plane's size.
+        self.square_block = max(d for d in range(1, min(EXACT_SQUARES, height * width) + 1) if height * width % d == 0)
+
+
+def row_medians(values: np.ndarray) -> np.ndarray:
+    """(N, 1): each row's median, as ``np.median(values, axis=1, keepdims=True)`` gives it (the mean of the two
+    middle values of an even row, in the rows' dtype), from a sort: numpy sorts short float rows with SIMD, several
+    times faster than the partition ``np.median`` runs."""
+    ordered = np.sort(values, axis=1)
+    middle = values.shape[1] // 2
+    if values.shape[1] % 2:
+        return ordered[:, middle:middle + 1]
+    return ((ordered[:, middle - 1] + ordered[:, middle]) / values.dtype.type(2))[:, None]
+
+
+def _scan_chunk(pixels: np.ndarray, projection: HashProjection, work: ChunkWork) -> ChunkScan:
+    """A chunk's statistics, one contiguous channel plane at a time (reductions over the interleaved HWC layout run
+    element by element over its short channel axis). OpenCV splits the planes, sums their rows and adds them for
+    the grey image several times faster than numpy's casting loops. Sums of uint8 pixels and of their squares are
+    exact integers; the spread is then computed from them in float64."""
+    count, channels = len(pixels), pixels.shape[-1]
+    planes, squares = work.planes[:, :count], work.squares[:count]
+    grey = work.grey[:count].reshape(count, -1)
+    if channels == 1:
+        np.copyto(planes[0], pixels.reshape(count, -1))
+    else:
+        cv2.split(pixels.reshape(count, -1, channels), list(planes))  # (C, N, H*W), written in place
+    plane_size = planes.shape[2]
+    row_sum_type = cv2.CV_32S if plane_size * 255 <= np.iinfo(np.int32).max else cv2.CV_64F
+    sums = np.empty((count, channels), dtype=np.uint64)
+    sums_sq = np.empty((count, channels), dtype=np.uint64)
+    for channel, plane in enumerate(planes):
+        sums[:, channel] = cv2.reduce(plane, 1, cv2.REDUCE_SUM, dtype=row_sum_type)[:, 0]
+        np.square(plane, out=squares, dtype=np.uint16)
+        # Squares summed in float32 by blocks of at most EXACT_SQUARES (every partial sum an exact integer), the
+        # blocks' sums then in integers.
+        blocks = cv2.reduce(squares.reshape(-1, work.square_block), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F)
+        sums_sq[:, channel] = blocks.reshape(count, -1).sum(axis=1, dtype=np.uint64)
+    # The grey image: the mean of the channels, in float32 (sums of a few uint8 values are exact in float32).
+    if channels == 1:
+        np.copyto(grey, planes[0])
+    else:
+        cv2.add(planes[0], planes[1], dst=grey, dtype=cv2.CV_32F)
+        for plane in planes[2:]:
+            cv2.add(grey, plane, dst=grey, dtype=cv2.CV_32F)
+    np.divide(grey, np.float32(channels), out=grey)
+    values_per_image = plane_size * channels
+    mean = sums.sum(axis=1) / values_per_image
+    spread = np.sqrt(np.maximum(sums_sq.sum(axis=1) / values_per_image - mean**2, 0.0))
+    return ChunkScan(mean.astype(np.float32), spread.astype(np.float32), projection.hashes(work.grey[:count]),
+                     sums.sum(axis=0), sums_sq.sum(axis=0), planes.min(axis=(1, 2)), planes.max(axis=(1, 2)))
