@@ -44,6 +44,7 @@ def split_rank(name: str) -> int:
 
 def check_examples(splits: Sequence[SplitExamples], class_names: Sequence[str], settings: CheckSettings,
                    progress: Callable[[int], None] | None = None) -> CheckResult:
+    splits = sorted(splits, key=lambda split: split_rank(split.name))  # train first: copies are named in that order
     scans = {split.name: scan_pixels(split, progress) for split in splits}
     catalogue = build_catalogue(splits, class_names)
     stats = {split.name: split_statistics(split, scans[split.name], class_names, settings) for split in splits}

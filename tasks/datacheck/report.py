@@ -140,6 +140,7 @@ def write_data_report(path: Path, report: dict[str, Any], *, title: str, picture
     if drift is not None:
         parts += ["<h2>Drift against the previous run</h2>", _drift_table(drift)]
     parts += ["<h2>Findings</h2>", _findings_table(report), "<h2>Splits</h2>", _splits_table(report)]
+    parts += _details(report)
     for caption, picture in pictures.items():
         data = base64.b64encode(Path(picture).read_bytes()).decode("ascii")
         parts += [f"<h2>{html.escape(caption)}</h2>",
@@ -189,13 +190,29 @@ def _item_names(finding: dict[str, Any], shown: int = 8) -> str:
     return "; ".join(names) + (f"; and {more} more" if more > 0 and names else "")
 
 
+def _details(report: dict[str, Any]) -> list[str]:
+    """Every listed item of each finding (up to the JSON's limit), one row each, naming the files."""
+    parts = []
+    for kind, finding in report["findings"].items():
+        if not finding["count"] or kind == "imbalance":
+            continue
+        more = finding["count"] - finding["listed"]
+        parts.append(f"<h3>{html.escape(kind.replace('_', ' '))}: {finding['count']}"
+                     + (f" (the first {finding['listed']} listed)" if more > 0 else "") + "</h3>")
+        rows = "".join(f"<tr><td>{html.escape(_item_names({**finding, 'items': [item], 'count': 1}))}</td></tr>"
+                       for item in finding["items"])
+        parts.append(f"<table>{rows}</table>")
+    return ["<h2>Every finding</h2>", *parts] if parts else []
+
+
 def _splits_table(report: dict[str, Any]) -> str:
     rows = ["<tr><th>split</th><th>examples</th><th>classes present</th><th>smallest / largest class</th>"
             "<th>pixel mean (per channel)</th><th>pixel std</th><th>degenerate</th><th>original sizes</th></tr>"]
     for name, s in report["splits"].items():
         present = sum(1 for c in s["class_counts"] if c)
         sizes = s.get("original_sizes")
-        size_text = (f"{sizes['distinct_sizes']} sizes; h {sizes['height']['min']}-{sizes['height']['max']}, "
+        count = sizes["distinct_sizes"] if sizes else 0
+        size_text = (f"{count} size{'s' if count != 1 else ''}; h {sizes['height']['min']}-{sizes['height']['max']}, "
                      f"w {sizes['width']['min']}-{sizes['width']['max']}, aspect {sizes['aspect_ratio']['min']}-"
                      f"{sizes['aspect_ratio']['max']}" if sizes else "not recorded")
         rows.append(f"<tr><td>{name}</td><td>{s['examples']}</td><td>{present} of {len(s['class_counts'])}</td>"
