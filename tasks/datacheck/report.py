@@ -47,11 +47,7 @@ def plot_class_histogram(report: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel(f"{len(classes)} classes, largest first")
     ax.set_ylabel("examples")
     ax.legend()
-    fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return _saved(fig, path)
 
 
 def plot_samples(labels: np.ndarray, pixels: Callable[[int], np.ndarray], class_names: list[str],
@@ -68,11 +64,7 @@ def plot_samples(labels: np.ndarray, pixels: Callable[[int], np.ndarray], class_
             if column < len(positions):
                 _show(ax, pixels(int(positions[column])))
         axes[row, 0].set_title(class_names[label][:14], fontsize=7, loc="left")
-    fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return _saved(fig, path)
 
 
 def pair_list(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -95,11 +87,7 @@ def plot_pairs(pairs: list[tuple[str, dict[str, Any], dict[str, Any]]], pixels: 
             ax.axis("off")
             _show(ax, pixels(member["split"], member["index"]))
             ax.set_title(f"{kind}\n{member['split']}: {member['key'][-28:]} ({member['label'][:12]})", fontsize=6)
-    fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return _saved(fig, path)
 
 
 def plot_sizes(sizes: dict[str, np.ndarray], path: Path) -> Path:
@@ -109,6 +97,11 @@ def plot_sizes(sizes: dict[str, np.ndarray], path: Path) -> Path:
     ax.set_xlabel("width (pixels)")
     ax.set_ylabel("height (pixels)")
     ax.legend()
+    return _saved(fig, path)
+
+
+def _saved(fig: Any, path: Path) -> Path:
+    """``fig`` laid out, saved as a PNG at ``path`` and closed."""
     fig.tight_layout()
     try:
         return save_figure(fig, path)

@@ -12,12 +12,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.helpers.processes import free_ports
+from tests.helpers.processes import free_ports, wait_until_answering
 
 START_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 15
@@ -61,15 +60,12 @@ class MlflowServer:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.process.returncode}: see {self.log}")
-            if self._answers():
-                return
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer within {START_TIMEOUT_S} s: see {self.log}")
+        try:
+            wait_until_answering(self.process, self._answers, what="mlflow server",
+                                 log=self.log, timeout_s=START_TIMEOUT_S, poll_s=0.3)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _answers(self) -> bool:
         try:

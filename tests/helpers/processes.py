@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,3 +106,17 @@ def luigid(workdir: Path, config: Path | None = None, timeout_s: float = 30) -> 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def wait_until_answering(process: subprocess.Popen | None, answers: Callable[[], bool], *, what: str, log: Path,
+                         timeout_s: float, poll_s: float = 0.2) -> None:
+    """Return once ``answers()`` is true; RuntimeError (naming ``log``) if ``process`` exits or ``timeout_s`` passes
+    first. The caller stops the process on error."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}: see {log}")
+        if answers():
+            return
+        time.sleep(poll_s)
+    raise RuntimeError(f"{what} did not answer within {timeout_s} s: see {log}")

@@ -14,9 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.helpers.processes import wait_until_answering
 
 ACCESS_KEY = "tfpipe-test"
 SECRET_KEY = "tfpipe-test-secret"
@@ -88,15 +89,12 @@ class SeaweedServer:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.process.returncode}: see {self.log}")
-            if self._bucket_api_answers():
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"weed did not answer within {START_TIMEOUT_S} s: see {self.log}")
+        try:
+            wait_until_answering(self.process, self._bucket_api_answers, what="weed",
+                                 log=self.log, timeout_s=START_TIMEOUT_S, poll_s=0.2)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def client(self) -> object:
         """A plain botocore S3 client of this server (for set-up and checks from outside tfpipe)."""
