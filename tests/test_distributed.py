@@ -234,7 +234,7 @@ def test_luigid_two_workers_share_one_gpu_token_and_run_each_task_once(prebuilt,
     ran = [line.split(" running   ", 1)[1] for seed in (1, 2)
            for line in (tmp_path / f"run{seed}.log").read_text().splitlines() if " running   " in line]
     stages = [task for task in ran if not task.startswith("FashionMnist(")]
-    assert len(stages) == len(set(stages)) == 6, ran  # download, decode, imagedirs, tfrecords, two Trains
+    assert len(stages) == len(set(stages)) == 7, ran  # download, decode, imagedirs, tfrecords, datacheck, two Trains
     trainings = sorted((manifest(d)["started_at"], manifest(d)["finished_at"]) for d in train_dirs(root))
     assert len(trainings) == 2
     assert trainings[0][1] <= trainings[1][0]  # one after the other: the gpu token is held by one at a time
