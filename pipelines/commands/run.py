@@ -67,12 +67,13 @@ def run(args: argparse.Namespace) -> int:
     drift = None
     with lease(run_log_holder(), artifact_names(nodes)):
         code = check_data_first(args, nodes, todo)
-        if not code:
+        judged_first = not code and data_checked(nodes)
+        if judged_first:
             drift = judge_drift(args, run_name(args), nodes)
             code = drift_exit_code(drift)
         if not code:
             code = build_and_report(args, task, nodes)
-        if not code and drift is None:  # the run ended with the data check: judged now that it is done
+        if not code and not judged_first:  # the run ended with the data check: judged now that it is done
             drift = judge_drift(args, run_name(args), nodes)
             code = drift_exit_code(drift)
     record_run(args, nodes, ran=[node for node in todo if node.complete()], code=code, drift=drift)
@@ -87,6 +88,12 @@ def check_data_first(args: argparse.Namespace, nodes: list[ArtifactTask], todo: 
         return 0
     first = top_task(argparse.Namespace(**{**vars(args), "until": datacheck.stage}))
     return build_and_report(args, first, artifact_tasks(first), quiet=True)
+
+
+def data_checked(nodes: list[ArtifactTask]) -> bool:
+    """Whether this run's data check is done (its drift can be judged)."""
+    datacheck = datacheck_node(nodes)
+    return datacheck is not None and datacheck.complete()
 
 
 def drift_exit_code(drift: dict[str, object] | None) -> int:

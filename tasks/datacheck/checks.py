@@ -27,7 +27,6 @@ class CheckResult:
 
     report: dict[str, Any]
     dropped: dict[str, np.ndarray] = field(default_factory=dict)
-    scans: dict[str, PixelScan] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[str]:
@@ -65,7 +64,7 @@ def check_examples(splits: Sequence[SplitExamples], class_names: Sequence[str], 
         "splits": stats, "findings": findings, "failures": failures, "warnings": warnings,
         "dropped": {name: int(len(rows)) for name, rows in dropped.items()}, "passed": not failures,
     }
-    return CheckResult(report, dropped, scans)
+    return CheckResult(report, dropped)
 
 
 def build_catalogue(splits: Sequence[SplitExamples], class_names: Sequence[str]) -> Catalogue:

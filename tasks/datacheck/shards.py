@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from tasks.formats.tfrecord import TFRecordWriter, decode_example, read_records
@@ -62,6 +62,3 @@ def rewrite_split(examples_dir: Path, out_dir: Path, shard_files: list[str], dro
             progress(kept)
     return total
 
-
-def dropped_keys_by_split(keys: Mapping[str, list[bytes]]) -> dict[str, frozenset[bytes]]:
-    return {split: frozenset(k) for split, k in keys.items() if k}

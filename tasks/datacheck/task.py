@@ -37,7 +37,7 @@ from tasks.datacheck.policies import DEFAULT_POLICIES, FINDING_POLICIES, CheckSe
 from tasks.datacheck.scan import SplitExamples
 from tasks.datacheck.shards import hand_on_files, rewrite_split
 from tasks.formats.dataset_info import SplitInfo
-from tasks.formats.examples import ORIGINAL_SIZE_COLUMN, load_split
+from tasks.formats.examples import load_original_sizes, load_split
 from tasks.formats.files import LABELS_FILE
 from tasks.formats.tfrecord import read_labels_txt
 from tasks.store.layout import REPORTS_DIR
@@ -123,7 +123,7 @@ class DataCheck(ArtifactTask):
         for split, (source_split, rows) in load_assignment(image_dirs).items():
             arrays = load_split(decoded, source_split)
             splits.append(SplitExamples(split, arrays["image"], arrays["label"], arrays["key"], arrays["sha256"],
-                                        np.asarray(rows), arrays.get(ORIGINAL_SIZE_COLUMN)))
+                                        np.asarray(rows), load_original_sizes(decoded, source_split)))
         return splits
 
     def write_report(self, out_dir: Path, result: CheckResult, splits: list[SplitExamples],
