@@ -4,7 +4,6 @@ conflict pairs side by side, original sizes, and (for a run) the drift table. Ma
 
 from __future__ import annotations
 
-import base64
 import html
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from tasks.datacheck.files import CLASS_HISTOGRAM_FILE, PAIRS_FILE, SAMPLE_GRID_FILE, SIZES_FILE
-from tasks.runtime.figures import plt, save_figure
+from tasks.runtime.figures import plt, save_figure, show_image
+from tasks.runtime.html_page import embedded_png, html_page
 
 PixelsFn = Callable[[str, int], np.ndarray]  # (split, position in split) -> uint8 HxWxC
 MAX_BAR_CLASSES = 60  # above this, the histogram draws each split's sorted counts as a line
@@ -62,7 +62,7 @@ def plot_samples(labels: np.ndarray, pixels: Callable[[int], np.ndarray], class_
             ax = axes[row, column]
             ax.axis("off")
             if column < len(positions):
-                _show(ax, pixels(int(positions[column])))
+                show_image(ax, pixels(int(positions[column])))
         axes[row, 0].set_title(class_names[label][:14], fontsize=7, loc="left")
     return _saved(fig, path)
 
@@ -85,7 +85,7 @@ def plot_pairs(pairs: list[tuple[str, dict[str, Any], dict[str, Any]]], pixels: 
         for column, member in enumerate((first, second)):
             ax = axes[row, column]
             ax.axis("off")
-            _show(ax, pixels(member["split"], member["index"]))
+            show_image(ax, pixels(member["split"], member["index"]))
             ax.set_title(f"{kind}\n{member['split']}: {member['key'][-28:]} ({member['label'][:12]})", fontsize=6)
     return _saved(fig, path)
 
@@ -109,37 +109,22 @@ def _saved(fig: Any, path: Path) -> Path:
         plt.close(fig)
 
 
-def _show(ax: Any, image: np.ndarray) -> None:
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-    else:
-        ax.imshow(image)
-
-
 # ---- HTML ------------------------------------------------------------------------------------------------------
-_CSS = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin-bottom:1.5em}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3}"
-        "img{max-width:100%;border:1px solid #ddd}.verdict{font-weight:bold;padding:6px 10px;display:inline-block}"
-        ".good{background:#e3f5e1;color:#1d5e20}.warn{background:#fff4d6;color:#7a5300}"
-        ".bad{background:#fde2e1;color:#8a1c17}")
+# Findings and file names read best left-aligned, long cells from their top.
+_EXTRA_CSS = "td,th{text-align:left;vertical-align:top}"
 
 
 def write_data_report(path: Path, report: dict[str, Any], *, title: str, pictures: dict[str, Path],
                       drift: dict[str, Any] | None = None) -> Path:
     """One self-contained HTML page (pictures embedded)."""
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>", _verdict(report)]
+    parts = [_verdict(report)]
     if drift is not None:
         parts += ["<h2>Drift against the previous run</h2>", _drift_table(drift)]
     parts += ["<h2>Findings</h2>", _findings_table(report), "<h2>Splits</h2>", _splits_table(report)]
     parts += _details(report)
     for caption, picture in pictures.items():
-        data = base64.b64encode(Path(picture).read_bytes()).decode("ascii")
-        parts += [f"<h2>{html.escape(caption)}</h2>",
-                  f'<img alt="{html.escape(caption, quote=True)}" src="data:image/png;base64,{data}">']
-    parts.append("</body></html>")
-    Path(path).write_text("\n".join(parts), encoding="utf-8")
+        parts += [f"<h2>{html.escape(caption)}</h2>", embedded_png(picture, caption)]
+    Path(path).write_text(html_page(title, parts, extra_css=_EXTRA_CSS), encoding="utf-8")
     return Path(path)
 
 
@@ -221,7 +206,7 @@ def _drift_table(drift: dict[str, Any]) -> str:
         return f"<p>{html.escape(drift.get('note', 'no previous run to compare with'))}</p>"
     rows = ["<tr><th>check</th><th>split</th><th>distance</th><th>threshold</th><th>drifted</th><th>detail</th></tr>"]
     for row in drift["rows"]:
-        mark = '<span class="verdict bad">yes</span>' if row["drifted"] else "no"
+        mark = '<span class="bad">yes</span>' if row["drifted"] else "no"
         rows.append(f"<tr><td>{row['check']}</td><td>{row['split']}</td><td>{row['distance']}</td>"
                     f"<td>{row['threshold']}</td><td>{mark}</td><td>{html.escape(row['detail'])}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"

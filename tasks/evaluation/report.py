@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 from collections.abc import Sequence
@@ -13,7 +12,8 @@ import numpy as np
 
 from tasks.evaluation.health import HEALTH_KEY, balanced_scores  # noqa: E402
 from tasks.evaluation.plot_text import drawable_label  # noqa: E402
-from tasks.runtime.figures import plt, save_figure
+from tasks.runtime.figures import plt, save_figure, show_image
+from tasks.runtime.html_page import embedded_png, html_page
 
 MAX_TICK_LABELED_CLASSES = 40
 MAX_HTML_CONFUSION_CLASSES = 20
@@ -205,7 +205,7 @@ def plot_misclassified_grid(
         if not wrong:
             axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         for ax, index in zip(axes.ravel(), wrong, strict=False):
-            _show_image(ax, images[index])
+            show_image(ax, images[index])
             truth = _label_text(y_true[index], class_names)
             guess = _label_text(y_pred[index], class_names)
             ax.set_title(f"true: {truth}\npred: {guess}", fontsize=8)
@@ -259,15 +259,6 @@ def _label_text(label: np.ndarray | int, class_names: list[str]) -> str:
     return drawable_label("".join(class_names[int(i)] for i in label))
 
 
-def _show_image(ax: Any, image: np.ndarray) -> None:
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim == 2:
-        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-    else:
-        ax.imshow(image)
-
-
 # ---------------------------------------------------------------------------------------------------
 # HTML
 
@@ -278,11 +269,6 @@ def write_html_report(path: Path, *, title: str, metrics: dict[str, Any], images
     ``curves``) first, then scalar metrics, per-class table, confusion table (<= 20 classes) and every image in
     ``images`` (caption -> PNG path) embedded as a base64 data URI."""
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
         *_health_section(metrics.get(HEALTH_KEY), curves),
         "<h2>Summary</h2>",
         _scalar_table(metrics),
@@ -294,11 +280,10 @@ def write_html_report(path: Path, *, title: str, metrics: dict[str, Any], images
     if confusion and len(confusion) <= MAX_HTML_CONFUSION_CLASSES and len(names) == len(confusion):
         parts += ["<h2>Confusion matrix (rows true, columns predicted)</h2>", _matrix_table(confusion, names)]
     for caption, image_path in images.items():
-        parts += [f"<h2>{html.escape(caption)}</h2>", _embedded_png(Path(image_path), caption)]
-    parts.append("</body></html>")
+        parts += [f"<h2>{html.escape(caption)}</h2>", embedded_png(Path(image_path), caption)]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    path.write_text(html_page(title, parts), encoding="utf-8")
     return path
 
 
@@ -315,7 +300,7 @@ HEALTH_ROWS = (
 def _health_section(health: dict[str, Any] | None, curves: Path | None) -> list[str]:
     """The verdict, its warnings, the numbers behind it and the training curves."""
     if not health:
-        return [] if curves is None else ["<h2>Training curves</h2>", _embedded_png(Path(curves), "Training curves")]
+        return [] if curves is None else ["<h2>Training curves</h2>", embedded_png(Path(curves), "Training curves")]
     warnings = health.get("warnings") or []
     if not health.get("learned", True):
         verdict = '<p class="verdict bad">Do not trust this model: it did not learn.</p>'
@@ -332,20 +317,10 @@ def _health_section(health: dict[str, Any] | None, curves: Path | None) -> list[
     rows += f"<tr><th>classes never predicted</th><td>{len(never)}</td></tr>"
     parts.append(f"<table>{rows}</table>")
     if curves is not None:
-        parts += ["<h3>Training curves</h3>", _embedded_png(Path(curves), "Training curves")]
+        parts += ["<h3>Training curves</h3>", embedded_png(Path(curves), "Training curves")]
     return parts
 
 
-_CSS = (
-    ".verdict{font-size:1.2em;font-weight:bold;padding:6px 10px;border-radius:4px;display:inline-block}"
-    ".good{background:#e3f5e1;color:#1d5e20}.warn{background:#fff4d6;color:#7a5300}"
-    ".bad{background:#fde2e1;color:#8a1c17}.warnings li{margin:4px 0}"
-    "body{font-family:sans-serif;margin:2em;max-width:1100px}"
-    "table{border-collapse:collapse;margin-bottom:1.5em}"
-    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-    "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-    "img{max-width:100%;border:1px solid #ddd}"
-)
 
 
 def _format_value(value: Any) -> str:
@@ -390,8 +365,3 @@ def _matrix_table(matrix: list[list[int]], names: list[str]) -> str:
         for name, row in zip(names, matrix, strict=True)
     )
     return f"<table>{head}{body}</table>"
-
-
-def _embedded_png(path: Path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(caption, quote=True)}" src="data:image/png;base64,{data}">'

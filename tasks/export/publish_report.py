@@ -5,7 +5,6 @@ Agg; no Luigi, no TensorFlow.
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 from collections.abc import Sequence
@@ -15,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from tasks.evaluation.plot_text import drawable_label
-from tasks.runtime.figures import plt, save_figure
+from tasks.runtime.figures import plt, save_figure, show_image
+from tasks.runtime.html_page import embedded_png, html_page
 
 GRID_COLUMNS = 8
 GRID_PER_DIRECTION = 24  # pictures per direction (publish.json lists more)
@@ -44,7 +44,7 @@ def plot_flipped_grid(comparison: dict[str, Any], images: dict[int, np.ndarray],
             if not listed:
                 axes[0].text(0.0, 0.5, "none", ha="left", va="center")
             for ax, row in zip(axes, listed, strict=False):
-                _show(ax, images[row["index"]])
+                show_image(ax, images[row["index"]])
                 ax.set_title(f"true {drawable_label(row['label'])}\nwas {drawable_label(row['champion'])}"
                              f" / now {drawable_label(row['challenger'])}", fontsize=7)
         return save_figure(fig, path)
@@ -58,28 +58,18 @@ def listed_indices(comparison: dict[str, Any]) -> list[int]:
             for row in comparison["flipped"][kind]["examples"][:GRID_PER_DIRECTION]]
 
 
-def _show(ax: Any, image: np.ndarray) -> None:
-    if image.ndim == 3 and image.shape[-1] == 1:
-        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-    else:
-        ax.imshow(image)
-
-
 # ---- the HTML report ----------------------------------------------------------------------------------------
 def write_publish_report(path: Path, decision: dict[str, Any], grid: Path | None) -> Path:
     """``publish_report.html``, self-contained (the grid embedded)."""
     name, comparison = decision["name"], decision.get("comparison")
     title = f"{name}: publish decision"
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{_text(title)}</title><style>{CSS}</style></head><body>", f"<h1>{_text(title)}</h1>",
-             _verdict(decision), _table([("metric", decision["metric"]), ("new model (whole test split)",
+    parts = [_verdict(decision), _table([("metric", decision["metric"]), ("new model (whole test split)",
                                                                            decision["value"])])]
     if comparison is None:
         parts.append("<p>No published version to compare with: judged by the floor and the model's health.</p>")
     else:
         parts += _comparison_sections(comparison, grid)
-    parts.append("</body></html>")
-    Path(path).write_text("\n".join(parts) + "\n", encoding="utf-8")
+    Path(path).write_text(html_page(title, parts, extra_css=CSS), encoding="utf-8")
     return Path(path)
 
 
@@ -106,8 +96,7 @@ def _comparison_sections(comparison: dict[str, Any], grid: Path | None) -> list[
              "<h2>McNemar test</h2>", _table(mcnemar), "<h2>Per class (worst change first)</h2>",
              _class_table(comparison["per_class"])]
     if grid is not None:
-        data = base64.b64encode(Path(grid).read_bytes()).decode("ascii")
-        parts += ["<h2>Flipped examples</h2>", f'<img alt="flipped examples" src="data:image/png;base64,{data}">']
+        parts += ["<h2>Flipped examples</h2>", embedded_png(grid, "flipped examples")]
     for kind, title in DIRECTIONS:
         parts += [f"<h3>{_text(title)}</h3>", _flipped_table(comparison["flipped"][kind])]
     return parts
@@ -151,10 +140,5 @@ def _text(value: Any) -> str:
     return html.escape(str(value))
 
 
-CSS = ("body{font-family:sans-serif;margin:2em;max-width:1100px}"
-       ".verdict{font-size:1.2em;font-weight:bold;padding:6px 10px;border-radius:4px;display:inline-block}"
-       ".good{background:#e3f5e1;color:#1d5e20}.bad{background:#fde2e1;color:#8a1c17}"
-       "table{border-collapse:collapse;margin-bottom:1.5em}"
-       "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-       "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-       ".down{color:#8a1c17;font-weight:bold}.up{color:#1d5e20}img{max-width:100%;border:1px solid #ddd}")
+# The paired deltas: a class the new model is worse on in red, better on in green.
+CSS = ".down{color:#8a1c17;font-weight:bold}.up{color:#1d5e20}"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 
@@ -22,4 +23,15 @@ def save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
-__all__ = ["plt", "save_figure"]
+def show_image(ax: Any, image: Any) -> None:
+    """uint8 pixels on ``ax``: one channel (HxW or HxWx1) in grey on the full 0-255 range, else as colours."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(image)
+
+
+__all__ = ["plt", "save_figure", "show_image"]
