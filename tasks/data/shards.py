@@ -194,23 +194,26 @@ def decode_stored_image(encoded: bytes, image_format: str, shape: tuple[int, int
     return image[..., None] if shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def iter_shard_examples(shard_dir: Path, split: str, limit: int | None = None):  # noqa: ANN201 - generator
-    """Yield ``(image uint8 HxWxC, label int array, key bytes)`` of a split, shard by shard, in file order."""
+def iter_decoded_records(shard_dir: Path, split: str) -> Iterator[tuple[np.ndarray, dict]]:
+    """``(image uint8 HxWxC, the record's features)`` of a split, shard by shard, in file order."""
     from tasks.formats.tfrecord import decode_example, read_records
 
     info = load_dataset_info(shard_dir)
-    shape = info.image_shape
-    produced = 0
     for name in info.split(split).files:
         for record in read_records(Path(shard_dir) / name):
             features = decode_example(record)
             # Bytes features, as write_split_shards writes them.
             image_format = cast(bytes, features["image/format"][0]).decode()
-            image = decode_stored_image(cast(bytes, features["image/encoded"][0]), image_format, shape)
-            yield image, np.asarray(features["image/class/label"], dtype=np.int64), features["image/key"][0]
-            produced += 1
-            if limit is not None and produced >= limit:
-                return
+            yield decode_stored_image(cast(bytes, features["image/encoded"][0]), image_format,
+                                      info.image_shape), features
+
+
+def iter_shard_examples(shard_dir: Path, split: str, limit: int | None = None):  # noqa: ANN201 - generator
+    """Yield ``(image uint8 HxWxC, label int array, key bytes)`` of a split, shard by shard, in file order."""
+    for produced, (image, features) in enumerate(iter_decoded_records(shard_dir, split), start=1):
+        yield image, np.asarray(features["image/class/label"], dtype=np.int64), features["image/key"][0]
+        if limit is not None and produced >= limit:
+            return
 
 
 def split_label_counts(shard_dir: Path, split: str, num_classes: int) -> list[int]:

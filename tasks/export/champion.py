@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from tasks.data.shards import decode_stored_image, load_dataset_info
+from tasks.data.shards import iter_decoded_records, load_dataset_info
 from tasks.export.comparison import SplitExamples, compare
 from tasks.export.files import FROZEN_GRAPH_INFO_FILE, LABELS_FILE, SAVED_MODEL_DIR, SAVED_MODEL_FILE, TRAINED_ON_FILE
 from tasks.export.predict import INPUT_NAME, SERVING_SIGNATURE, read_labels
@@ -55,16 +55,10 @@ class Example:
 # ---- reading the examples -----------------------------------------------------------------------------------
 def iter_examples(shards: Path, split: str) -> Iterator[Example]:
     """Every example of ``split`` in file order, with its ``image/sha256`` (iter_shard_examples gives no digest)."""
-    info = load_dataset_info(shards)
-    for name in info.split(split).files:
-        for record in read_records(Path(shards) / name):
-            features = decode_example(record)
-            image_format = cast(bytes, features["image/format"][0]).decode()
-            yield Example(image=decode_stored_image(cast(bytes, features["image/encoded"][0]), image_format,
-                                                    info.image_shape),
-                          label=np.asarray(features["image/class/label"], dtype=np.int64),
-                          key=cast(bytes, features["image/key"][0]).decode("utf-8", "replace"),
-                          digest=cast(bytes, features["image/sha256"][0]).decode("ascii"))
+    for image, features in iter_decoded_records(shards, split):
+        yield Example(image=image, label=np.asarray(features["image/class/label"], dtype=np.int64),
+                      key=cast(bytes, features["image/key"][0]).decode("utf-8", "replace"),
+                      digest=cast(bytes, features["image/sha256"][0]).decode("ascii"))
 
 
 def split_digests(shards: Path, split: str = TRAIN_SPLIT) -> list[str]:
