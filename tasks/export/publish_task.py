@@ -288,8 +288,9 @@ class Publish(ArtifactTask):
         train = frozen.upstream.get("model")  # the freeze stage's model: how it was trained
         trained = train.local_artifact() if isinstance(train, ArtifactTask) else None
         info = json.loads((trained / TRAIN_INFO_FILE).read_text()) if trained else {}
-        geometry = json.loads((self.input_dir("frozen") / FROZEN_GRAPH_INFO_FILE).read_text())
+        frozen_dir = self.input_dir("frozen")
         evaluation, examples = self.input_dir("evaluation"), self.input_dir("examples")
+        geometry = json.loads((frozen_dir / FROZEN_GRAPH_INFO_FILE).read_text())
         check = examples / DATACHECK_FILE
         histogram, confusion = examples / CLASS_HISTOGRAM_FILE, evaluation / CONFUSION_MATRIX_PLOT_FILE
         decision = {"name": self.published_name(), "metric": self.dataset_metric, "value": value, "published": True,
@@ -297,7 +298,7 @@ class Publish(ArtifactTask):
         card = build_model_card(ModelCardInputs(
             name=self.published_name(), version=version, date=time.strftime("%Y-%m-%d"), dataset=self.dataset,
             metric=self.dataset_metric, metrics=json.loads((evaluation / METRICS_FILE).read_text()),
-            class_names=read_labels_txt(self.input_dir("frozen") / LABELS_FILE), image_shape=geometry["image_shape"],
+            class_names=read_labels_txt(frozen_dir / LABELS_FILE), image_shape=geometry["image_shape"],
             architecture=str(info.get("model", "not recorded")),
             train_params=train.output().manifest().get("params", {}) if isinstance(train, ArtifactTask) else {},
             datacheck=json.loads(check.read_text()) if check.is_file() else None, decision=decision,
