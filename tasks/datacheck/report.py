@@ -150,20 +150,21 @@ def _findings_table(report: dict[str, Any]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _item_name(item: dict[str, Any]) -> str:
+    """One finding's item for people: the files of a copy group or pair, a degenerate image, an imbalance."""
+    if "members" in item:
+        return " = ".join(f"{m['split']}: {m['key']}" for m in item["members"][:3])
+    if "first" in item:
+        return f"{item['first']['split']}: {item['first']['key']} ~ {item['second']['split']}: {item['second']['key']}"
+    if "key" in item:
+        return f"{item['split']}: {item['key']}"
+    if "missing_classes" in item:
+        return f"{item['split']} lacks {', '.join(item['missing_classes'][:8])}"
+    return f"{item['split']}: largest class {item['largest']}, smallest {item['smallest']}"
+
+
 def _item_names(finding: dict[str, Any], shown: int = 8) -> str:
-    names = []
-    for item in finding["items"][:shown]:
-        if "members" in item:
-            names.append(" = ".join(f"{m['split']}: {m['key']}" for m in item["members"][:3]))
-        elif "first" in item:
-            names.append(f"{item['first']['split']}: {item['first']['key']} ~ "
-                         f"{item['second']['split']}: {item['second']['key']}")
-        elif "key" in item:
-            names.append(f"{item['split']}: {item['key']}")
-        elif "missing_classes" in item:
-            names.append(f"{item['split']} lacks {', '.join(item['missing_classes'][:8])}")
-        else:
-            names.append(f"{item['split']}: largest class {item['largest']}, smallest {item['smallest']}")
+    names = [_item_name(item) for item in finding["items"][:shown]]
     more = finding["count"] - len(names)
     return "; ".join(names) + (f"; and {more} more" if more > 0 and names else "")
 
@@ -177,8 +178,7 @@ def _details(report: dict[str, Any]) -> list[str]:
         more = finding["count"] - finding["listed"]
         parts.append(f"<h3>{html.escape(kind.replace('_', ' '))}: {finding['count']}"
                      + (f" (the first {finding['listed']} listed)" if more > 0 else "") + "</h3>")
-        rows = "".join(f"<tr><td>{html.escape(_item_names({**finding, 'items': [item], 'count': 1}))}</td></tr>"
-                       for item in finding["items"])
+        rows = "".join(f"<tr><td>{html.escape(_item_name(item))}</td></tr>" for item in finding["items"])
         parts.append(f"<table>{rows}</table>")
     return ["<h2>Every finding</h2>", *parts] if parts else []
 
